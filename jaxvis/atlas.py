@@ -1,0 +1,128 @@
+"""Filter atlases: every chosen unit of a layer rendered, saved per filter, gridded, described.
+
+Contract: `render_atlas(spec, layer, units, config, out_dir)` writes, under `out_dir`:
+`<layer>/filter_<i>.png` and `<layer>/filter_<i>.json` (its score) for each unit, written
+atomically as each chunk finishes; `<layer>_grid.png` (labelled tiles); `manifest.json` (settings,
+versions, per-filter scores). A filter counts as done when its JSON exists, so a rerun with the
+same settings skips finished filters and an interrupted run loses at most the chunk in flight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from pathlib import Path
+from typing import Sequence
+
+import jax
+import numpy as np
+
+import jaxvis
+from jaxvis import io, plot
+from jaxvis.errors import JaxvisError
+from jaxvis.models.spec import ModelSpec
+from jaxvis.objectives import as_objective
+from jaxvis.render import RenderConfig, RenderResult, check_objective, render
+
+
+def parse_units(text: str, count: int | None = None) -> list[int]:
+    """'0-63', '3,7,9', '0-7,12' or 'all' -> sorted unique indices, checked against `count`."""
+    text = text.strip()
+    if text == "all":
+        if count is None:
+            raise JaxvisError("'all' needs the layer's channel count")
+        return list(range(count))
+    units: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        match = re.fullmatch(r"(\d+)\s*-\s*(\d+)|(\d+)", part)
+        if not match:
+            raise JaxvisError(f"bad filter list {text!r}: use e.g. 0-63, 3,7,9 or all")
+        if match.group(3) is not None:
+            units.add(int(match.group(3)))
+        else:
+            low, high = int(match.group(1)), int(match.group(2))
+            if high < low:
+                raise JaxvisError(f"bad filter range {part!r}: the end is before the start")
+            units.update(range(low, high + 1))
+    if not units:
+        raise JaxvisError(f"bad filter list {text!r}: no filters")
+    if count is not None and max(units) >= count:
+        raise JaxvisError(f"filter {max(units)} is out of range: the layer has {count} channels (0-{count - 1})")
+    return sorted(units)
+
+
+def layer_dirname(layer: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", layer)
+
+
+def unit_label(spec: ModelSpec, layer: str, unit: int) -> str:
+    """'37', or '37 box turtle' for a class of the logits layer."""
+    if layer == spec.logits_layer and spec.class_names and unit < len(spec.class_names):
+        return f"{unit} {spec.class_names[unit]}"
+    return str(unit)
+
+
+def settings(spec: ModelSpec, layer: str, config: RenderConfig) -> dict:
+    """What decides the pixels: a rerun may reuse results only if this is unchanged."""
+    return {"model": spec.name, "source": spec.source, "layer": layer, "config": dataclasses.asdict(config)}
+
+
+def _versions() -> dict:
+    import flax
+    import optax
+
+    return {"jaxvis": jaxvis.__version__, "jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
+            "numpy": np.__version__, "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend()}
+
+
+def render_atlas(
+    spec: ModelSpec,
+    layer: str,
+    units: Sequence[int],
+    config: RenderConfig,
+    out_dir,
+    *,
+    progress: bool = True,
+    grid_columns: int | None = None,
+) -> dict:
+    """Render `units` of `layer` (resuming any finished ones) and write the atlas; return the manifest."""
+    config.validate()
+    out_dir = io.check_writable_dir(out_dir)
+    units = [int(u) for u in units]
+    objective = as_objective(layer)
+    check_objective(spec, objective, np.asarray(units), config.octave_sizes()[0])
+    layer_dir = out_dir / layer_dirname(layer)
+    wanted = settings(spec, layer, config)
+    settings_file = layer_dir / "settings.json"
+    if settings_file.exists() and io.read_json(settings_file) != wanted:
+        raise JaxvisError(f"{layer_dir} holds filters rendered with other settings; choose another --out folder or delete it")
+    io.write_json(settings_file, wanted)
+
+    done = lambda unit: (layer_dir / f"filter_{unit}.json").exists()
+    todo = [u for u in units if not done(u)]
+    start = time.perf_counter()
+    if todo:
+        render(spec, objective, todo, config, progress=progress, on_chunk=lambda r: _save_chunk(layer_dir, r))
+    elapsed = time.perf_counter() - start
+
+    filters = []
+    for unit in units:
+        record = io.read_json(layer_dir / f"filter_{unit}.json")
+        filters.append({"index": unit, "label": unit_label(spec, layer, unit), "score": record["score"],
+                        "file": f"{layer_dirname(layer)}/filter_{unit}.png"})
+    tiles = [io.load_image(out_dir / f["file"], channels=1 if spec.channels == 1 else 3) for f in filters]
+    grid_file = f"{layer_dirname(layer)}_grid.png"
+    io.save_image(out_dir / grid_file, plot.image_grid(
+        tiles, [f["label"] for f in filters], columns=grid_columns, title=f"{spec.name}  {layer}"))
+    manifest = {**wanted, "versions": _versions(), "grid": grid_file, "rendered": len(todo),
+                "resumed": len(units) - len(todo), "render_seconds": round(elapsed, 3), "filters": filters}
+    io.write_json(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+def _save_chunk(layer_dir: Path, result: RenderResult) -> None:
+    """Each filter's PNG, then its JSON (the 'done' marker), both atomically."""
+    for unit, image, score in zip(result.units, result.images, result.scores):
+        io.save_image(layer_dir / f"filter_{int(unit)}.png", image)
+        io.write_json(layer_dir / f"filter_{int(unit)}.json", {"index": int(unit), "score": float(score)})

@@ -1,0 +1,1 @@
+"""Weight files (PyTorch, Keras) into Flax variables, without torch or TensorFlow."""

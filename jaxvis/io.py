@@ -1,0 +1,100 @@
+"""Files: images in and out (OpenCV), JSON, and atomic writes.
+
+Contract: images in memory are float32 RGB (or gray / N-channel) HWC in [0, 1]; on disk they are
+8-bit PNG/JPEG. Every write goes to a temporary file in the same folder and is renamed into place,
+so a reader never sees a half-written result, even if the process is killed mid-write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from jaxvis.errors import JaxvisError
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_json(path, obj) -> Path:
+    return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def to_uint8(image) -> np.ndarray:
+    """[0, 1] float -> uint8, rounding to nearest."""
+    return np.clip(np.rint(np.asarray(image, np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def encode_png(image) -> bytes:
+    """An HWC image (float in [0, 1] or uint8; RGB, gray or RGBA) as PNG bytes."""
+    image = np.asarray(image)
+    pixels = image if image.dtype == np.uint8 else to_uint8(image)
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    elif pixels.ndim == 3 and pixels.shape[2] == 3:
+        pixels = pixels[:, :, ::-1]
+    elif pixels.ndim == 3 and pixels.shape[2] == 4:
+        pixels = pixels[:, :, [2, 1, 0, 3]]
+    elif pixels.ndim == 3:  # N-channel images are shown by their mean
+        pixels = to_uint8(np.asarray(image, np.float32).mean(axis=2)) if image.dtype != np.uint8 else pixels.mean(axis=2).astype(np.uint8)
+    ok, buffer = cv2.imencode(".png", np.ascontiguousarray(pixels))
+    if not ok:
+        raise JaxvisError("could not encode a PNG image")
+    return buffer.tobytes()
+
+
+def save_image(path, image) -> Path:
+    """Write an image as PNG atomically."""
+    return atomic_write_bytes(path, encode_png(image))
+
+
+def load_image(path, *, channels: int = 3) -> np.ndarray:
+    """Read an image file as float32 HWC in [0, 1], RGB (channels=3) or gray (channels=1)."""
+    path = Path(path)
+    if not path.is_file():
+        raise JaxvisError(f"image not found: {path}")
+    flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
+    pixels = cv2.imread(str(path), flag)
+    if pixels is None:
+        raise JaxvisError(f"cannot read {path} as an image (not a PNG/JPEG/BMP/TIFF file, or corrupt)")
+    if channels == 1:
+        return (pixels.astype(np.float32) / 255.0)[:, :, None]
+    if channels != 3:
+        raise JaxvisError(f"images of {channels} channels cannot be read from {path.suffix} files; models of 1 or 3 channels only")
+    return pixels[:, :, ::-1].astype(np.float32) / 255.0
+
+
+def check_writable_dir(path) -> Path:
+    """Create `path` if needed and make sure files can be written there."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".probe.", delete=True)
+        probe.close()
+    except OSError as error:
+        raise JaxvisError(f"cannot write to output folder {path}: {error.strerror or error}") from None
+    return path

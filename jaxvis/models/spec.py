@@ -1,0 +1,136 @@
+"""What it takes to *use* a set of weights: the Flax module, its variables, preprocessing, names.
+
+Contract for every model in jaxvis:
+- `spec.module.apply(spec.variables, x, outputs=(...), relu_redirect=r)` takes `x[B,H,W,C]`
+  already preprocessed (see `Preprocess`) and returns `{layer_name: activation}` for exactly the
+  requested names, computing the network only as far as the last of them (so rendering
+  `features.3` never pays for `features.18`). Layer names are the source framework's
+  (`features.10`, `block3_conv3`). Activations are NHWC (conv) or [B, N] (dense); a logits
+  layer is captured *before* any softmax.
+- every ReLU / ReLU6 in the module goes through `jaxvis.models.activations` with `relu_redirect`.
+- images shown to users are RGB (or gray / N-channel) in [0, 1]; `spec.preprocess` maps them to
+  the model's input and `spec.preprocess.invert` maps back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvis.errors import JaxvisError, unknown_name
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+    """Maps display images (NHWC, values in [0, 1], RGB order) to the model's input.
+
+    input = (images * scale)[..., channel order] - mean) / std, channel-wise.
+    """
+
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    scale: float = 1.0
+    bgr: bool = False
+
+    def __call__(self, images):
+        x = images * self.scale
+        if self.bgr:
+            x = x[..., ::-1]
+        return (x - jnp.asarray(self.mean, x.dtype)) / jnp.asarray(self.std, x.dtype)
+
+    def invert(self, x):
+        """Model input back to display images (not clipped)."""
+        images = x * jnp.asarray(self.std, x.dtype) + jnp.asarray(self.mean, x.dtype)
+        if self.bgr:
+            images = images[..., ::-1]
+        return images / self.scale
+
+    def input_range(self, channels: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel (low, high) of the model input that display values 0 and 1 map to."""
+        zero = np.asarray(self(jnp.zeros((1, 1, 1, channels), jnp.float32)))[0, 0, 0]
+        one = np.asarray(self(jnp.ones((1, 1, 1, channels), jnp.float32)))[0, 0, 0]
+        return np.minimum(zero, one), np.maximum(zero, one)
+
+
+TORCH_IMAGENET = Preprocess(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+KERAS_CAFFE = Preprocess(mean=(103.939, 116.779, 123.68), std=(1.0, 1.0, 1.0), scale=255.0, bgr=True)
+KERAS_TF = Preprocess(mean=(0.5,), std=(0.5,))  # x * 2 - 1
+UNIT = Preprocess()  # identity: the model takes [0, 1] directly
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ModelSpec:
+    """A loaded model and everything needed to visualize it.
+
+    Attributes:
+      name: a display name (zoo name or file name).
+      module: the Flax module (see the module docstring for its call contract).
+      variables: its variables pytree (params, batch_stats, ...).
+      input_shape: the (H, W, C) the model was trained on; C is also the channel count of images.
+      layer_names: every addressable layer, in execution order.
+      preprocess: display images -> model input.
+      logits_layer: the layer holding pre-softmax class scores, if the model classifies.
+      class_names: names of the classes of `logits_layer`, if known.
+      source: where the weights came from (file path or zoo tag).
+    """
+
+    name: str
+    module: Any
+    variables: Any
+    input_shape: tuple[int, int, int]
+    layer_names: tuple[str, ...]
+    preprocess: Preprocess = UNIT
+    logits_layer: str | None = None
+    class_names: tuple[str, ...] | None = None
+    source: str = ""
+
+    @property
+    def channels(self) -> int:
+        return self.input_shape[2]
+
+    def check_layers(self, layers: Sequence[str]) -> tuple[str, ...]:
+        """The layers, validated against `layer_names` (unknown ones get an error listing them)."""
+        layers = tuple(layers)
+        for layer in layers:
+            if layer not in self.layer_names:
+                raise unknown_name(f"layer of model {self.name}", layer, self.layer_names)
+        return layers
+
+    def activations(self, images, layers: Sequence[str], relu_redirect=0.0) -> dict:
+        """Activations of `layers` for display images [B,H,W,C] in [0, 1] (preprocessing applied)."""
+        return self.apply_preprocessed(self.preprocess(images), layers, relu_redirect)
+
+    def apply_preprocessed(self, x, layers: Sequence[str], relu_redirect=0.0) -> dict:
+        """Activations of `layers` for inputs already in the model's own range."""
+        return self.module.apply(
+            self.variables, x, outputs=tuple(layers), relu_redirect=jnp.asarray(relu_redirect, jnp.float32)
+        )
+
+    def output_shapes(self, size: tuple[int, int] | None = None) -> dict[str, tuple[int, ...]]:
+        """Shape of every layer's activation for one image of `size` (default: input_shape)."""
+        h, w = size or self.input_shape[:2]
+        x = jax.ShapeDtypeStruct((1, h, w, self.channels), jnp.float32)
+        shapes = jax.eval_shape(lambda v: self.apply_preprocessed(v, self.layer_names), x)
+        return {name: tuple(shapes[name].shape) for name in self.layer_names}
+
+    def channel_count(self, layer: str, size: tuple[int, int] | None = None) -> int:
+        """Number of channels (last axis) of a layer's activation."""
+        self.check_layers([layer])
+        h, w = size or self.input_shape[:2]
+        x = jax.ShapeDtypeStruct((1, h, w, self.channels), jnp.float32)
+        shape = jax.eval_shape(lambda v: self.apply_preprocessed(v, [layer]), x)[layer].shape
+        return int(shape[-1])
+
+
+def check_image_batch(images, channels: int, what: str = "images") -> None:
+    """Raise a clear error unless `images` is [B,H,W,channels]."""
+    shape = tuple(np.shape(images))
+    if len(shape) != 4 or shape[-1] != channels:
+        raise JaxvisError(f"{what} must have shape [batch, height, width, {channels}], got {shape}")
+
+
+Builder = Callable[..., ModelSpec]

@@ -1,0 +1,49 @@
+"""Colour parameterization: decorrelated latent channels -> RGB, and the valid-range squashing.
+
+Contract: functions map `[B,H,W,C]` to `[B,H,W,C]`, channel-wise, with exact inverses, so an image
+can be turned back into a latent after an octave upscale.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Square root of ImageNet's RGB colour correlation (lucid's constant), normalized so that its
+# largest column has norm 1. Optimizing in this basis decorrelates the colour channels, which keeps
+# rendered images from drifting into saturated single-channel noise.
+_COLOR_CORRELATION_SVD_SQRT = np.asarray(
+    [[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], np.float32
+)
+COLOR_MATRIX = _COLOR_CORRELATION_SVD_SQRT / np.max(np.linalg.norm(_COLOR_CORRELATION_SVD_SQRT, axis=0))
+_COLOR_MATRIX_INVERSE = np.linalg.inv(COLOR_MATRIX).astype(np.float32)
+
+
+def decorrelated_to_rgb(latent):
+    """Latent channels in the decorrelated basis -> RGB latent (3 channels only)."""
+    return latent @ jnp.asarray(COLOR_MATRIX.T)
+
+
+def rgb_to_decorrelated(latent):
+    return latent @ jnp.asarray(_COLOR_MATRIX_INVERSE.T)
+
+
+_EPS = 1e-4
+
+
+def sigmoid_range(latent):
+    """Latent -> [0, 1] through a sigmoid: the image is always valid, gradients never vanish at a clip."""
+    return jax.nn.sigmoid(latent)
+
+
+def sigmoid_range_inverse(images):
+    images = jnp.clip(images, _EPS, 1 - _EPS)
+    return jnp.log(images) - jnp.log1p(-images)
+
+
+def offset_range(latent):
+    """Latent + 0.5: unconstrained during optimization, clipped to [0, 1] only when saved (seed 000)."""
+    return latent + 0.5
+
+
+def offset_range_inverse(images):
+    return images - 0.5

@@ -1,0 +1,82 @@
+"""Spatial parameterizations: the optimized latent <-> an unconstrained image latent [B,H,W,C].
+
+Contract: a spatial parameterization is a `Spatial(init, to_latent, from_latent)` of pure
+functions. `init(key, batch, height, width, channels, std)` makes params (a pytree),
+`to_latent(params)` gives `latent[B,H,W,C]`, and `from_latent(latent)` is its exact inverse
+(used after an octave upscale to restart optimization from the resized image).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class Spatial(NamedTuple):
+    init: Callable
+    to_latent: Callable
+    from_latent: Callable
+
+
+def pixel() -> Spatial:
+    """Params are the latent pixels themselves."""
+
+    def init(key, batch, height, width, channels, std=0.01):
+        return std * jax.random.normal(key, (batch, height, width, channels), jnp.float32)
+
+    return Spatial(init, lambda params: params, lambda latent: latent)
+
+
+def spectral_scale(height: int, width: int, decay_power: float) -> np.ndarray:
+    """Per-frequency amplitude 1/f^decay (lucid's), so that white-noise spectra give natural-looking
+    1/f images and every frequency learns at a comparable rate. Shape [H, W//2+1]."""
+    fy = np.fft.fftfreq(height)[:, None]
+    fx = np.fft.rfftfreq(width)[None, :]
+    freqs = np.sqrt(fx * fx + fy * fy)
+    scale = 1.0 / np.maximum(freqs, 1.0 / max(height, width)) ** decay_power
+    return (scale * np.sqrt(height * width)).astype(np.float32)
+
+
+# lucid divides the irfft output by 4 so that the initial noise has a small amplitude.
+_FFT_OUTPUT_DIVISOR = 4.0
+
+
+def fft(decay_power: float = 1.0) -> Spatial:
+    """Params are the real and imaginary parts of the image's 2-D real FFT, [B, C, H, W//2+1, 2],
+    scaled by `spectral_scale`: gradient steps then act on frequencies, not pixels."""
+
+    def init(key, batch, height, width, channels, std=0.01):
+        return std * jax.random.normal(key, (batch, channels, height, width // 2 + 1, 2), jnp.float32)
+
+    def to_latent(params):
+        _, _, height, half_width, _ = params.shape
+        width = _fft_width(params)
+        scale = jnp.asarray(spectral_scale(height, width, decay_power))
+        spectrum = jax.lax.complex(params[..., 0], params[..., 1]) * scale
+        latent = jnp.fft.irfft2(spectrum, s=(height, width)) / _FFT_OUTPUT_DIVISOR
+        return jnp.transpose(latent, (0, 2, 3, 1)).astype(jnp.float32)
+
+    def from_latent(latent):
+        _, height, width, _ = latent.shape
+        scale = jnp.asarray(spectral_scale(height, width, decay_power))
+        spectrum = jnp.fft.rfft2(jnp.transpose(latent, (0, 3, 1, 2)) * _FFT_OUTPUT_DIVISOR) / scale
+        params = jnp.stack([spectrum.real, spectrum.imag], axis=-1).astype(jnp.float32)
+        return _with_width(params, width)
+
+    return Spatial(init, to_latent, from_latent)
+
+
+def _fft_width(params) -> int:
+    """The image width of FFT params; only even widths are used (see `fft`)."""
+    return 2 * (params.shape[3] - 1)
+
+
+def _with_width(params, width: int):
+    # An odd and an even width share the bin count W//2+1, so the width could not be recovered
+    # from the params' shape; jaxvis renders only even sizes with the FFT parameterization.
+    if width % 2:
+        raise ValueError(f"the fft parameterization needs an even image width, got {width}")
+    return params

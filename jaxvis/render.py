@@ -1,0 +1,255 @@
+"""The render loop: batched, compiled gradient ascent on images, with octaves on the device.
+
+Contract: `render(spec, objective, units, config)` returns a `RenderResult` with one image per unit,
+`images[N,H,W,C]` in [0, 1] at `config.size`, and each image's final score (the objective on the
+untransformed image). Units are processed in chunks of `config.batch`; every chunk runs, per
+octave, ONE jitted program whose steps are a `lax.scan`. Unit indices and PRNG keys are arguments,
+so all chunks of a layer share one compilation per octave size. The key of a unit is
+`fold_in(PRNGKey(seed), unit)`, so a unit's image depends on the seed and the unit only, not on
+the chunk it fell into.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from jaxvis import transforms
+from jaxvis.errors import JaxvisError, unknown_name
+from jaxvis.models.spec import ModelSpec
+from jaxvis.objectives import Context, Objective, as_objective
+from jaxvis.param import SPATIAL, VALID_RANGES, ImageParam, image_param, init_uniform
+
+_INIT_FOLD = 2**31 - 1  # fold-in constant separating a unit's init key from its per-step keys
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderConfig:
+    """Everything that decides the pixels (with the model, the objective and the units).
+
+    Octaves: the image is optimized at `octave_sizes()` in turn, each `steps` steps, upscaled
+    between octaves (bicubic, then an optional box blur of `octave_blur` pixels). Seed 000's
+    recipe is `start_size=56, octave_scale=1.2, octaves=12, steps=20, octave_blur=5,
+    param="pixel", decorrelate=False, valid_range="offset", transforms="none",
+    init_range=(150/255, 180/255), learning_rate=0.1, weight_decay=1e-6`.
+    """
+
+    size: int = 128
+    steps: int = 64
+    octaves: int = 1
+    octave_scale: float = 1.2
+    start_size: int | None = None
+    octave_blur: int = 0
+    param: str = "fft"
+    decorrelate: bool = True
+    valid_range: str = "sigmoid"
+    init_std: float = 0.01
+    init_range: tuple[float, float] | None = None
+    transforms: str = "standard"
+    optimizer: str = "adam"
+    learning_rate: float = 0.05
+    weight_decay: float = 0.0
+    relu_redirect_steps: int = 16
+    batch: int = 16
+    seed: int = 0
+
+    def octave_sizes(self) -> tuple[int, ...]:
+        """Image size of each octave, ending at `size` (or starting at `start_size`), even numbers."""
+        if self.start_size is not None:
+            sizes = [self.start_size * self.octave_scale**i for i in range(self.octaves)]
+        else:
+            sizes = [self.size / self.octave_scale ** (self.octaves - 1 - i) for i in range(self.octaves)]
+        return tuple(max(8, 2 * int(round(s / 2))) for s in sizes)
+
+    def validate(self) -> "RenderConfig":
+        def require(ok, message):
+            if not ok:
+                raise JaxvisError(message)
+
+        require(isinstance(self.size, int) and 8 <= self.size <= 4096, f"size must be an integer in [8, 4096], got {self.size}")
+        require(self.param != "fft" or self.size % 2 == 0 or self.start_size is not None,
+                f"size must be even for the fft parameterization, got {self.size}")
+        require(isinstance(self.steps, int) and 1 <= self.steps <= 100_000, f"steps must be a positive integer, got {self.steps}")
+        require(isinstance(self.octaves, int) and 1 <= self.octaves <= 64, f"octaves must be in [1, 64], got {self.octaves}")
+        require(self.octave_scale >= 1.0, f"octave scale must be >= 1, got {self.octave_scale}")
+        require(self.octave_blur >= 0 and (self.octave_blur == 0 or self.octave_blur % 2 == 1),
+                f"octave blur must be 0 or an odd kernel size, got {self.octave_blur}")
+        require(isinstance(self.batch, int) and self.batch >= 1, f"batch must be a positive integer, got {self.batch}")
+        require(self.learning_rate > 0, f"learning rate must be positive, got {self.learning_rate}")
+        require(self.init_range is None or 0 <= self.init_range[0] <= self.init_range[1] <= 1,
+                f"init range must lie in [0, 1], got {self.init_range}")
+        if self.param not in SPATIAL:
+            raise unknown_name("parameterization", self.param, SPATIAL)
+        if self.valid_range not in VALID_RANGES:
+            raise unknown_name("valid range", self.valid_range, VALID_RANGES)
+        if self.transforms not in transforms.NAMED:
+            raise unknown_name("transform set", self.transforms, transforms.NAMED)
+        if self.optimizer not in OPTIMIZERS:
+            raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderResult:
+    images: np.ndarray  # [N, H, W, C] float32 in [0, 1]
+    scores: np.ndarray  # [N] the objective on the final, untransformed images
+    units: np.ndarray  # [N] int
+
+
+OPTIMIZERS = {
+    # Weight decay is added to the gradient before the update, as torch.optim.Adam does (seed 000).
+    "adam": lambda lr, wd: optax.chain(optax.add_decayed_weights(wd), optax.adam(lr)),
+    "sgd": lambda lr, wd: optax.chain(optax.add_decayed_weights(wd), optax.sgd(lr)),
+}
+
+
+def make_param(config: RenderConfig) -> ImageParam:
+    return image_param(config.param, decorrelate=config.decorrelate, valid_range=config.valid_range, init_std=config.init_std)
+
+
+def unit_keys(seed: int, units):
+    """One PRNG key per unit: fold_in(PRNGKey(seed), unit)."""
+    base = jax.random.PRNGKey(seed)
+    return jax.vmap(lambda unit: jax.random.fold_in(base, unit))(jnp.asarray(units, jnp.uint32))
+
+
+def _activations(spec: ModelSpec, variables, images, layers, redirect):
+    return spec.module.apply(variables, spec.preprocess(images), outputs=layers, relu_redirect=redirect)
+
+
+# --- the compiled pieces: spec, objective and config are static (hashed by identity / value) ----
+
+@jax.jit(static_argnames=("spec", "config", "size"))
+def _init_params(keys, *, spec: ModelSpec, config: RenderConfig, size: int):
+    param = make_param(config)
+    init_keys = jax.vmap(lambda key: jax.random.fold_in(key, _INIT_FOLD))(keys)
+    if config.init_range is not None:
+        low, high = config.init_range
+        one = lambda key: init_uniform(param, key, 1, size, size, spec.channels, low, high)
+    else:
+        one = lambda key: param.init(key, 1, size, size, spec.channels)
+    return jax.tree.map(lambda leaf: leaf[:, 0], jax.vmap(one)(init_keys))
+
+
+@jax.jit(static_argnames=("spec", "objective", "config"))
+def _optimize_octave(variables, params, units, keys, first_step, *, spec: ModelSpec, objective: Objective, config: RenderConfig):
+    """`config.steps` steps of gradient ascent on a batch, inside one `lax.scan`."""
+    param = make_param(config)
+    transform = transforms.NAMED[config.transforms]
+    optimizer = OPTIMIZERS[config.optimizer](config.learning_rate, config.weight_decay)
+    layers = tuple(sorted(objective.layers))
+
+    def loss(params, step):
+        images = param.to_image(params)
+        step_keys = jax.vmap(lambda key: jax.random.fold_in(key, step))(keys)
+        seen = transforms.apply_batch(transform, step_keys, images)
+        redirect = (step < config.relu_redirect_steps).astype(jnp.float32)
+        scores = objective(Context(_activations(spec, variables, seen, layers, redirect), images, units))
+        return -jnp.sum(scores), scores
+
+    def step_fn(carry, step):
+        params, opt_state = carry
+        grads, _ = jax.grad(loss, has_aux=True)(params, step)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), None
+
+    steps = first_step + jnp.arange(config.steps, dtype=jnp.int32)
+    (params, _), _ = jax.lax.scan(step_fn, (params, optimizer.init(params)), steps)
+    return params
+
+
+def box_blur(images, kernel_size: int):
+    """Mean over a kernel_size x kernel_size window, reflect borders (cv2.blur for odd sizes)."""
+    kernel = jnp.full((kernel_size,), 1.0 / kernel_size, jnp.float32)
+    return jax.vmap(lambda image: transforms._separable_filter(image, kernel))(images)
+
+
+@jax.jit(static_argnames=("config", "size"))
+def _upscale(params, *, config: RenderConfig, size: int):
+    """The images of `params`, resized (bicubic) to `size`, optionally blurred, as new params."""
+    param = make_param(config)
+    images = param.to_image(params)
+    images = jax.image.resize(images, (images.shape[0], size, size, images.shape[3]), "bicubic")
+    if config.octave_blur > 1:
+        images = box_blur(images, config.octave_blur)
+    return param.from_image(jnp.clip(images, 0.0, 1.0) if config.valid_range == "sigmoid" else images)
+
+
+@jax.jit(static_argnames=("spec", "objective", "config"))
+def _finish(variables, params, units, *, spec: ModelSpec, objective: Objective, config: RenderConfig):
+    """Final images clipped to [0, 1] and the objective's score on them (no transforms)."""
+    images = jnp.clip(make_param(config).to_image(params), 0.0, 1.0)
+    acts = _activations(spec, variables, images, tuple(sorted(objective.layers)), jnp.float32(0))
+    return images, objective(Context(acts, images, units))
+
+
+# --- the loop policy ---------------------------------------------------------------------------
+
+def check_objective(spec: ModelSpec, objective: Objective, units: np.ndarray, size: int) -> None:
+    """Unknown layers and out-of-range unit indices become clear errors before compiling."""
+    if not objective.layers:
+        raise JaxvisError("the objective reads no layer; add a channel/neuron/layer term")
+    spec.check_layers(sorted(objective.layers))
+    for layer, index in objective.indexed:
+        count = spec.channel_count(layer, (size, size))
+        indices = units if index is None else np.asarray(index)
+        if indices.size and (indices.min() < 0 or indices.max() >= count):
+            bad = int(indices.max() if indices.max() >= count else indices.min())
+            raise JaxvisError(f"index {bad} is out of range for layer {layer!r}, which has {count} channels (0-{count - 1})")
+
+
+def render(
+    spec: ModelSpec,
+    objective,
+    units: Sequence[int] | None = None,
+    config: RenderConfig = RenderConfig(),
+    *,
+    progress: bool = True,
+    on_chunk: Callable[[RenderResult], None] | None = None,
+) -> RenderResult:
+    """Render one image per unit: maximize `objective` (channel `unit` where it reads the batch's
+    units) by batched gradient ascent. `on_chunk` receives each finished chunk's result."""
+    config.validate()
+    objective = as_objective(objective)
+    units = np.arange(config.batch) if units is None else np.asarray(units, np.int64).reshape(-1)
+    if units.size == 0:
+        raise JaxvisError("no units to render")
+    sizes = config.octave_sizes()
+    check_objective(spec, objective, units, sizes[0])
+    chunks = [units[i : i + config.batch] for i in range(0, len(units), config.batch)]
+    results = []
+    with tqdm(total=len(chunks) * len(sizes), desc=f"render {objective.description}", unit="octave",
+              disable=not progress, leave=False) as bar:
+        for chunk in chunks:
+            result = _render_chunk(spec, objective, chunk, config, sizes, bar)
+            if on_chunk is not None:
+                on_chunk(result)
+            results.append(result)
+    return RenderResult(
+        images=np.concatenate([r.images for r in results]),
+        scores=np.concatenate([r.scores for r in results]),
+        units=units,
+    )
+
+
+def _render_chunk(spec, objective, chunk, config, sizes, bar) -> RenderResult:
+    count = len(chunk)
+    # Pad the last chunk to the batch size (repeating its last unit) so it reuses the compilation.
+    padded = np.concatenate([chunk, np.repeat(chunk[-1:], config.batch - count)]) if count < config.batch else chunk
+    units = jnp.asarray(padded, jnp.int32)
+    keys = unit_keys(config.seed, padded)
+    params = _init_params(keys, spec=spec, config=config, size=sizes[0])
+    for octave, size in enumerate(sizes):
+        if octave:
+            params = _upscale(params, config=config, size=size)
+        params = _optimize_octave(spec.variables, params, units, keys, jnp.int32(octave * config.steps),
+                                  spec=spec, objective=objective, config=config)
+        bar.update(1)
+    images, scores = _finish(spec.variables, params, units, spec=spec, objective=objective, config=config)
+    return RenderResult(np.asarray(images)[:count], np.asarray(scores)[:count], chunk)

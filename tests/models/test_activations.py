@@ -1,0 +1,43 @@
+"""relu / relu6 with a redirectable gradient: same values, lucid's gradient only when asked."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxvis.models.activations import relu, relu6
+
+X = jnp.asarray([[-2.0, -1.0, 0.5, 3.0, 7.0], [-3.0, -1.0, -0.5, -2.0, -4.0]])
+
+
+@pytest.mark.parametrize("fn,ref", [(relu, jax.nn.relu), (relu6, jax.nn.relu6)])
+def test_values_equal_jax(fn, ref):
+    for redirect in (0.0, 1.0):
+        np.testing.assert_array_equal(fn(X, redirect), ref(X))
+
+
+@pytest.mark.parametrize("fn,ref", [(relu, jax.nn.relu), (relu6, jax.nn.relu6)])
+def test_no_redirect_is_the_true_gradient(fn, ref):
+    cotangent = jnp.asarray([[-1.0, 1.0, -1.0, 1.0, -1.0], [-1.0, 1.0, -1.0, 1.0, -1.0]])
+    got = jax.vjp(lambda x: fn(x, 0.0), X)[1](cotangent)[0]
+    want = jax.vjp(ref, X)[1](cotangent)[0]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_redirect_only_for_items_whose_true_gradient_is_zero():
+    cotangent = -jnp.ones_like(X)  # minimizing a loss whose gradient says "push every unit up"
+    got = np.asarray(jax.vjp(lambda x: relu(x, 1.0), X)[1](cotangent)[0])
+    np.testing.assert_array_equal(got[0], [0, 0, -1, -1, -1])  # item 0 is alive: true gradient
+    np.testing.assert_array_equal(got[1], [-1, -1, -1, -1, -1])  # item 1 is dead: redirected
+
+
+def test_redirect_never_pushes_dead_units_further_down():
+    cotangent = jnp.ones_like(X)  # "push down": nothing is redirected in the flat region
+    got = np.asarray(jax.vjp(lambda x: relu(x, 1.0), X)[1](cotangent)[0])
+    np.testing.assert_array_equal(got[1], np.zeros(5))
+
+
+def test_relu6_redirects_at_the_top_too():
+    x = jnp.asarray([[7.0, 8.0]])
+    got = np.asarray(jax.vjp(lambda v: relu6(v, 1.0), x)[1](jnp.asarray([[1.0, -1.0]]))[0])
+    np.testing.assert_array_equal(got, [[1.0, 0.0]])  # above 6, only a push down gets through
