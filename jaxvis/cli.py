@@ -67,11 +67,15 @@ def cmd_layers(args):
 def cmd_atlas(args):
     from jaxvis.atlas import parse_units, render_atlas
 
+    from jaxvis.io import check_writable_dir
+
+    check_writable_dir(args.out)
     spec = _load(args)
     config = _render_config(args)
     layer = args.layer or (DEFAULT_ATLAS_LAYER if DEFAULT_ATLAS_LAYER in spec.layer_names else spec.layer_names[len(spec.layer_names) // 2])
     spec.check_layers([layer])
-    units = parse_units(args.filters, spec.channel_count(layer, (config.octave_sizes()[0],) * 2))
+    count = spec.channel_count(layer, (config.octave_sizes()[0],) * 2)
+    units = parse_units(args.filters, count) if args.filters else list(range(min(64, count)))
     manifest = render_atlas(spec, layer, units, config, args.out, progress=not args.quiet)
     print(f"{len(units)} filters of {spec.name} {layer} ({manifest['rendered']} rendered, {manifest['resumed']} reused) "
           f"in {manifest['render_seconds']:.1f} s -> {os.path.join(args.out, manifest['grid'])}")
@@ -92,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     atlas = sub.add_parser("atlas", help="render the filters of a layer into an atlas")
     _add_model_argument(atlas)
     atlas.add_argument("--layer", default=None, help=f"layer name (default: {DEFAULT_ATLAS_LAYER} for the default model)")
-    atlas.add_argument("--filters", default="0-63", help="e.g. 0-63, 3,7,9 or all (default 0-63)")
+    atlas.add_argument("--filters", default=None, help="e.g. 0-63, 3,7,9 or all (default: the first 64)")
     atlas.add_argument("--size", type=int, default=128, help="final image size in pixels")
     atlas.add_argument("--steps", type=int, default=64, help="optimization steps per octave")
     atlas.add_argument("--octaves", type=int, default=2)

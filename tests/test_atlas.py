@@ -1,0 +1,59 @@
+"""Atlas files, filter lists and resuming."""
+
+import json
+
+import numpy as np
+import pytest
+
+from jaxvis import io
+from jaxvis.atlas import parse_units, render_atlas
+from jaxvis.errors import JaxvisError
+from jaxvis.models import load_model
+from jaxvis.render import RenderConfig
+
+CONFIG = RenderConfig(size=32, steps=8, batch=4)
+
+
+def test_parse_units():
+    assert parse_units("0-3,7, 9") == [0, 1, 2, 3, 7, 9]
+    assert parse_units("all", 3) == [0, 1, 2]
+    for bad in ("", "3-1", "a-b", "1;2"):
+        with pytest.raises(JaxvisError):
+            parse_units(bad)
+    with pytest.raises(JaxvisError, match="16 channels"):
+        parse_units("0-16", 16)
+
+
+def test_atlas_writes_what_it_promises(tmp_path):
+    spec = load_model("tiny_cnn")
+    manifest = render_atlas(spec, "conv2", range(6), CONFIG, tmp_path, progress=False)
+    assert (tmp_path / "conv2_grid.png").is_file()
+    grid = io.load_image(tmp_path / "conv2_grid.png")
+    assert grid.shape[0] > 2 * 32 and grid.shape[1] > 3 * 32
+    on_disk = json.loads((tmp_path / "manifest.json").read_text())
+    assert on_disk["config"]["seed"] == 0 and on_disk["layer"] == "conv2" and "jax" in on_disk["versions"]
+    assert [f["index"] for f in on_disk["filters"]] == list(range(6))
+    for record in manifest["filters"]:
+        assert io.load_image(tmp_path / record["file"]).shape == (32, 32, 3)
+        assert np.isfinite(record["score"])
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path):
+    spec = load_model("tiny_cnn")
+    render_atlas(spec, "conv2", range(4), CONFIG, tmp_path / "resumed", progress=False)
+    second = render_atlas(spec, "conv2", range(8), CONFIG, tmp_path / "resumed", progress=False)
+    assert second["rendered"] == 4 and second["resumed"] == 4
+    render_atlas(spec, "conv2", range(8), CONFIG, tmp_path / "fresh", progress=False)
+    for i in range(8):
+        a = (tmp_path / "resumed" / "conv2" / f"filter_{i}.png").read_bytes()
+        b = (tmp_path / "fresh" / "conv2" / f"filter_{i}.png").read_bytes()
+        assert a == b, i
+    assert (tmp_path / "resumed" / "conv2_grid.png").read_bytes() == (tmp_path / "fresh" / "conv2_grid.png").read_bytes()
+
+
+def test_other_settings_in_the_same_folder_are_refused(tmp_path):
+    spec = load_model("tiny_cnn")
+    render_atlas(spec, "conv2", range(2), CONFIG, tmp_path, progress=False)
+    with pytest.raises(JaxvisError, match="other settings"):
+        render_atlas(spec, "conv2", range(2), RenderConfig(size=32, steps=8, batch=4, seed=3), tmp_path, progress=False)

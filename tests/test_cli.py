@@ -1,0 +1,45 @@
+"""The command line: files it promises, reproducibility, one-line errors."""
+
+import pytest
+
+from jaxvis.cli import main
+
+TINY = ["--model", "tiny_cnn", "--layer", "conv2", "--size", "32", "--steps", "6", "--octaves", "1", "--batch", "4", "--quiet"]
+
+
+def test_atlas_twice_with_the_same_seed_gives_identical_images(tmp_path):
+    for name in ("a", "b"):
+        assert main(["atlas", *TINY, "--filters", "0-5", "--out", str(tmp_path / name)]) == 0
+    for i in range(6):
+        assert (tmp_path / "a" / "conv2" / f"filter_{i}.png").read_bytes() == (tmp_path / "b" / "conv2" / f"filter_{i}.png").read_bytes()
+    assert (tmp_path / "a" / "conv2_grid.png").is_file() and (tmp_path / "a" / "manifest.json").is_file()
+
+
+def test_models_and_layers(capsys):
+    assert main(["models"]) == 0
+    assert "tiny_cnn" in capsys.readouterr().out
+    assert main(["layers", "tiny_cnn"]) == 0
+    out = capsys.readouterr().out
+    assert "conv2" in out and "(16, 16, 16)" in out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["atlas", "--model", "nope"], "unknown model 'nope'; valid:"),
+    (["atlas", *TINY, "--layer", "conv7"], "valid: conv1, conv2, conv3, logits"),
+    (["atlas", *TINY, "--filters", "0-99"], "16 channels"),
+    (["atlas", *TINY, "--size", "-4"], "size"),
+    (["atlas", *TINY, "--steps", "0"], "steps"),
+    (["atlas", *TINY, "--init-range", "x"], "init-range"),
+    (["layers", "nope"], "unknown model"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
+    assert main([*args, "--out", str(tmp_path)] if args[0] == "atlas" else args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.startswith("error: ") and len(err.splitlines()) == 1
+
+
+def test_unwritable_output_folder(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["atlas", *TINY, "--out", str(blocker / "sub")]) == 2
+    assert "cannot write to output folder" in capsys.readouterr().err
