@@ -1,73 +1,80 @@
-"""ReLU / ReLU6 whose gradient can be redirected, for every model in the zoo.
+"""ReLU / ReLU6 whose backward pass can be swapped, for every model in the zoo.
 
-Contract: `relu(x, redirect)` and `relu6(x, redirect)` equal `jax.nn.relu` / `relu6` in value for
-any `redirect`; `redirect` is a traced scalar in [0, 1] (0 = true gradient). When it is 1 the
-backward pass uses lucid's redirected gradient: for a batch item whose true gradient through the
-unit is zero everywhere (a dead unit), the gradient of inputs that sit in the flat region but are
-being pushed towards the active region is let through. This gets optimization started on units
-that are dead for the initial noise image (the "grey image" complaint of lucid/lucent users).
+Contract: `relu(x, mode)` and `relu6(x, mode)` equal `jax.nn.relu` / `relu6` in value for any
+`mode`; `mode` (the models' `relu_redirect` argument) is a traced float scalar that picks the
+gradient, so one compiled program can switch it per step:
 
-Sign convention: we differentiate a *loss* to be minimized (the render loop minimizes -score), so
-a cotangent g < 0 means "increasing x lowers the loss", i.e. pushes x up. The choice between true
-and redirected gradient is made per batch item, so one dead filter does not affect the others.
+- `TRUE` (0): the true gradient.
+- `REDIRECT` (1): lucid's redirected gradient. For a batch item whose true gradient through the
+  unit is zero everywhere (a dead unit), the gradient of inputs that sit in the flat region but are
+  being pushed towards the active region is let through. This starts optimization on units that are
+  dead for the initial noise image (the "grey image" complaint of lucid/lucent users). Per item, so
+  one dead filter does not affect the others.
+- `GUIDED` (2): guided backprop (keras-vis `backprop_modifier='guided'`): only positive gradients,
+  only through active units.
+- `RECTIFIED` (3): keras-vis `'relu'` modifier (deconvnet): only positive gradients, whatever the
+  unit's input.
+
+Sign convention: REDIRECT assumes we differentiate a *loss* to be minimized (the render loop
+minimizes -score), so a cotangent g < 0 means "increasing x lowers the loss", i.e. pushes x up.
+GUIDED and RECTIFIED follow keras-vis and are used when differentiating a *score* (g > 0 = up).
 """
 
 import jax
 import jax.numpy as jnp
 
+TRUE, REDIRECT, GUIDED, RECTIFIED = 0.0, 1.0, 2.0, 3.0
+
 
 def _per_item_any(mask):
     """True for each batch item where mask has any True (reduce over all but the first axis)."""
+    if mask.ndim == 0:
+        return mask
     return jnp.any(mask.reshape(mask.shape[0], -1), axis=1).reshape((-1,) + (1,) * (mask.ndim - 1))
 
 
-def _choose(true_grad, redirected_grad, redirect):
-    """Per item: the true gradient where it is non-zero anywhere, else the redirected one."""
-    if true_grad.ndim == 0:
-        use_redirect = true_grad == 0
-    else:
-        use_redirect = ~_per_item_any(true_grad != 0)
-    mixed = jnp.where(use_redirect, redirected_grad, true_grad)
-    return jnp.where(redirect > 0, mixed, true_grad)
+def _gradient(mode, g, active, pushed_into_range):
+    """The cotangent for input x given the output cotangent g and the masks of x."""
+    true_grad = jnp.where(active, g, 0)
+    redirected = jnp.where(_per_item_any(true_grad != 0), true_grad, jnp.where(pushed_into_range, g, 0))
+    guided = jnp.where(active & (g > 0), g, 0)
+    rectified = jnp.where(g > 0, g, 0)
+    index = jnp.clip(jnp.round(mode), 0, 3).astype(jnp.int32)
+    return jax.lax.switch(index, [lambda: true_grad, lambda: redirected, lambda: guided, lambda: rectified]).astype(g.dtype)
 
 
 @jax.custom_vjp
-def relu(x, redirect=0.0):
-    """max(x, 0) with a gradient that can be redirected (see module docstring)."""
+def relu(x, mode=TRUE):
+    """max(x, 0) with a swappable gradient (see module docstring)."""
     return jnp.maximum(x, 0)
 
 
-def _relu_fwd(x, redirect):
-    return jnp.maximum(x, 0), (x, redirect)
+def _relu_fwd(x, mode):
+    return jnp.maximum(x, 0), (x, mode)
 
 
 def _relu_bwd(res, g):
-    x, redirect = res
-    true_grad = jnp.where(x > 0, g, 0).astype(g.dtype)
-    redirected = jnp.where((x <= 0) & (g < 0), g, 0).astype(g.dtype)
-    return _choose(true_grad, redirected, redirect), jnp.zeros_like(redirect)
+    x, mode = res
+    return _gradient(mode, g, x > 0, (x <= 0) & (g < 0)), jnp.zeros_like(mode)
 
 
 relu.defvjp(_relu_fwd, _relu_bwd)
 
 
 @jax.custom_vjp
-def relu6(x, redirect=0.0):
-    """min(max(x, 0), 6) with a gradient that can be redirected at both flat ends."""
+def relu6(x, mode=TRUE):
+    """min(max(x, 0), 6) with a swappable gradient; REDIRECT works at both flat ends."""
     return jnp.clip(x, 0, 6)
 
 
-def _relu6_fwd(x, redirect):
-    return jnp.clip(x, 0, 6), (x, redirect)
+def _relu6_fwd(x, mode):
+    return jnp.clip(x, 0, 6), (x, mode)
 
 
 def _relu6_bwd(res, g):
-    x, redirect = res
-    true_grad = jnp.where((x > 0) & (x < 6), g, 0).astype(g.dtype)
-    pushed_up_from_below = (x <= 0) & (g < 0)
-    pushed_down_from_above = (x >= 6) & (g > 0)
-    redirected = jnp.where(pushed_up_from_below | pushed_down_from_above, g, 0).astype(g.dtype)
-    return _choose(true_grad, redirected, redirect), jnp.zeros_like(redirect)
+    x, mode = res
+    pushed_into_range = ((x <= 0) & (g < 0)) | ((x >= 6) & (g > 0))
+    return _gradient(mode, g, (x > 0) & (x < 6), pushed_into_range), jnp.zeros_like(mode)
 
 
 relu6.defvjp(_relu6_fwd, _relu6_bwd)

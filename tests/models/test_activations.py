@@ -41,3 +41,21 @@ def test_relu6_redirects_at_the_top_too():
     x = jnp.asarray([[7.0, 8.0]])
     got = np.asarray(jax.vjp(lambda v: relu6(v, 1.0), x)[1](jnp.asarray([[1.0, -1.0]]))[0])
     np.testing.assert_array_equal(got, [[1.0, 0.0]])  # above 6, only a push down gets through
+
+
+def test_guided_and_rectified_modes():
+    from jaxvis.models.activations import GUIDED, RECTIFIED
+
+    x = jnp.asarray([[-1.0, 2.0, 3.0, -4.0]])
+    g = jnp.asarray([[1.0, 1.0, -1.0, -1.0]])
+    guided = jax.vjp(lambda v: relu(v, GUIDED), x)[1](g)[0]
+    rectified = jax.vjp(lambda v: relu(v, RECTIFIED), x)[1](g)[0]
+    np.testing.assert_array_equal(guided, [[0.0, 1.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(rectified, [[1.0, 1.0, 0.0, 0.0]])
+
+
+def test_mode_is_traceable_under_jit():
+    grad = jax.jit(jax.grad(lambda v, m: relu(v, m).sum()))
+    x = jnp.asarray([[-1.0, 2.0]])
+    np.testing.assert_array_equal(grad(x, 0.0), [[0.0, 1.0]])
+    np.testing.assert_array_equal(grad(x, 3.0), [[1.0, 1.0]])
