@@ -2,9 +2,11 @@
 
 Contract: `render_atlas(spec, layer, units, config, out_dir)` writes, under `out_dir`:
 `<layer>/filter_<i>.png` and `<layer>/filter_<i>.json` (its score) for each unit, written
-atomically as each chunk finishes; `<layer>_grid.png` (labelled tiles); `manifest.json` (settings,
-versions, per-filter scores). A filter counts as done when its JSON exists, so a rerun with the
-same settings skips finished filters and an interrupted run loses at most the chunk in flight.
+atomically as each chunk finishes; `<layer>_grid.png` (labelled tiles); `<layer>/manifest.json`
+(the layer's settings, versions and per-filter records); and `manifest.json`, the atlas of every
+layer in `out_dir`: `{"model", "source", "versions", "layers": [<layer manifest>, ...]}`.
+A filter counts as done when its JSON exists, so a rerun with the same settings skips finished
+filters and an interrupted run loses at most the chunk in flight.
 """
 
 from __future__ import annotations
@@ -115,10 +117,25 @@ def render_atlas(
     grid_file = f"{layer_dirname(layer)}_grid.png"
     io.save_image(out_dir / grid_file, plot.image_grid(
         tiles, [f["label"] for f in filters], columns=grid_columns, title=f"{spec.name}  {layer}"))
-    manifest = {**wanted, "versions": _versions(), "grid": grid_file, "rendered": len(todo),
+    manifest = {**wanted, "layer_order": list(spec.layer_names), "versions": _versions(), "grid": grid_file, "rendered": len(todo),
                 "resumed": len(units) - len(todo), "render_seconds": round(elapsed, 3), "filters": filters}
-    io.write_json(out_dir / "manifest.json", manifest)
+    io.write_json(layer_dir / "manifest.json", manifest)
+    write_atlas_manifest(out_dir)
     return manifest
+
+
+def write_atlas_manifest(out_dir) -> dict:
+    """Merge every layer manifest under `out_dir` into `out_dir/manifest.json` (layers in the
+    model's order where known, else by name)."""
+    out_dir = Path(out_dir)
+    layers = [io.read_json(path) for path in sorted(out_dir.glob("*/manifest.json"))]
+    if not layers:
+        raise JaxvisError(f"no rendered layers in {out_dir}")
+    order = layers[0].get("layer_order") or []
+    layers.sort(key=lambda m: (order.index(m["layer"]) if m["layer"] in order else len(order), m["layer"]))
+    atlas = {"model": layers[0]["model"], "source": layers[0]["source"], "versions": layers[-1]["versions"], "layers": layers}
+    io.write_json(out_dir / "manifest.json", atlas)
+    return atlas
 
 
 def _save_chunk(layer_dir: Path, result: RenderResult) -> None:

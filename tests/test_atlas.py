@@ -30,7 +30,10 @@ def test_atlas_writes_what_it_promises(tmp_path):
     assert (tmp_path / "conv2_grid.png").is_file()
     grid = io.load_image(tmp_path / "conv2_grid.png")
     assert grid.shape[0] > 2 * 32 and grid.shape[1] > 3 * 32
-    on_disk = json.loads((tmp_path / "manifest.json").read_text())
+    atlas = json.loads((tmp_path / "manifest.json").read_text())
+    assert [layer["layer"] for layer in atlas["layers"]] == ["conv2"]
+    on_disk = json.loads((tmp_path / "conv2" / "manifest.json").read_text())
+    assert on_disk == atlas["layers"][0]
     assert on_disk["config"]["seed"] == 0 and on_disk["layer"] == "conv2" and "jax" in on_disk["versions"]
     assert [f["index"] for f in on_disk["filters"]] == list(range(6))
     for record in manifest["filters"]:
@@ -57,3 +60,11 @@ def test_other_settings_in_the_same_folder_are_refused(tmp_path):
     render_atlas(spec, "conv2", range(2), CONFIG, tmp_path, progress=False)
     with pytest.raises(JaxvisError, match="other settings"):
         render_atlas(spec, "conv2", range(2), RenderConfig(size=32, steps=8, batch=4, seed=3), tmp_path, progress=False)
+
+
+def test_two_layers_share_one_atlas_manifest(tmp_path):
+    spec = load_model("tiny_cnn")
+    render_atlas(spec, "conv3", range(2), CONFIG, tmp_path, progress=False)
+    render_atlas(spec, "conv1", range(2), CONFIG, tmp_path, progress=False)
+    atlas = json.loads((tmp_path / "manifest.json").read_text())
+    assert [layer["layer"] for layer in atlas["layers"]] == ["conv1", "conv3"]  # the model's order
