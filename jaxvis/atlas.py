@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 import jaxvis
-from jaxvis import io, plot
+from jaxvis import distributed, io, plot
 from jaxvis.errors import JaxvisError
 from jaxvis.models.spec import ModelSpec
 from jaxvis.objectives import as_objective
@@ -52,6 +52,21 @@ def parse_units(text: str, count: int | None = None) -> list[int]:
     if count is not None and max(units) >= count:
         raise JaxvisError(f"filter {max(units)} is out of range: the layer has {count} channels (0-{count - 1})")
     return sorted(units)
+
+
+def select_layers(spec: ModelSpec, patterns: str) -> list[str]:
+    """Layers matching comma-separated glob patterns ('features.*', 'block*_conv*'), model order."""
+    import fnmatch
+
+    chosen = []
+    for pattern in filter(None, (p.strip() for p in patterns.split(","))):
+        matches = [name for name in spec.layer_names if fnmatch.fnmatchcase(name, pattern)]
+        if not matches:
+            raise JaxvisError(f"no layer of {spec.name} matches {pattern!r}; layers: {', '.join(spec.layer_names)}")
+        chosen += [m for m in matches if m not in chosen]
+    if not chosen:
+        raise JaxvisError("no layer patterns given")
+    return [name for name in spec.layer_names if name in chosen]
 
 
 def layer_dirname(layer: str) -> str:
@@ -87,8 +102,15 @@ def render_atlas(
     *,
     progress: bool = True,
     grid_columns: int | None = None,
+    process: tuple[int, int] = (0, 1),
+    devices=None,
 ) -> dict:
-    """Render `units` of `layer` (resuming any finished ones) and write the atlas; return the manifest."""
+    """Render `units` of `layer` (resuming any finished ones) and write the atlas; return the manifest.
+
+    In a multi-process run (`process = (id, count)`, after `distributed.initialize`), every process
+    calls this with the same arguments: each renders its share of the unfinished filters into the
+    shared `out_dir`, and process 0 writes the grid and manifests once all are done.
+    """
     config.validate()
     out_dir = io.check_writable_dir(out_dir)
     units = [int(u) for u in units]
@@ -99,14 +121,23 @@ def render_atlas(
     settings_file = layer_dir / "settings.json"
     if settings_file.exists() and io.read_json(settings_file) != wanted:
         raise JaxvisError(f"{layer_dir} holds filters rendered with other settings; choose another --out folder or delete it")
-    io.write_json(settings_file, wanted)
+    process_id, process_count = process
+    if process_id == 0:
+        io.write_json(settings_file, wanted)
+        io.remove_stale_temporaries(layer_dir)
+    distributed.barrier(f"atlas-start-{layer}")
 
     done = lambda unit: (layer_dir / f"filter_{unit}.json").exists()
     todo = [u for u in units if not done(u)]
+    mine = distributed.share(todo, process_id, process_count)
     start = time.perf_counter()
-    if todo:
-        render(spec, objective, todo, config, progress=progress, on_chunk=lambda r: _save_chunk(layer_dir, r))
+    if mine:
+        render(spec, objective, mine, config, progress=progress, on_chunk=lambda r: _save_chunk(layer_dir, r), devices=devices)
     elapsed = time.perf_counter() - start
+    distributed.barrier(f"atlas-rendered-{layer}")
+    if process_id != 0:
+        distributed.barrier(f"atlas-written-{layer}")
+        return io.read_json(layer_dir / "manifest.json")
 
     filters = []
     for unit in units:
@@ -121,6 +152,7 @@ def render_atlas(
                 "resumed": len(units) - len(todo), "render_seconds": round(elapsed, 3), "filters": filters}
     io.write_json(layer_dir / "manifest.json", manifest)
     write_atlas_manifest(out_dir)
+    distributed.barrier(f"atlas-written-{layer}")
     return manifest
 
 

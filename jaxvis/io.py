@@ -35,6 +35,15 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     return path
 
 
+def remove_stale_temporaries(folder) -> int:
+    """Delete temporary files left in `folder` by a killed writer; returns how many."""
+    folder = Path(folder)
+    stale = list(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def write_json(path, obj) -> Path:
     return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 

@@ -6,7 +6,9 @@ untransformed image). Units are processed in chunks of `config.batch`; every chu
 octave, ONE jitted program whose steps are a `lax.scan`. Unit indices and PRNG keys are arguments,
 so all chunks of a layer share one compilation per octave size. The key of a unit is
 `fold_in(PRNGKey(seed), unit)`, so a unit's image depends on the seed and the unit only, not on
-the chunk it fell into.
+the chunk it fell into. With several local devices, each chunk is sharded over them along the
+batch axis (the model's variables replicated); the batch must be a multiple of the device count.
+`precision="bf16"` runs the network in bfloat16 (images, optimizer and scores stay float32).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import optax
 from tqdm.auto import tqdm
 
 from jaxvis import transforms
+from jaxvis.distributed import batch_shardings
 from jaxvis.errors import JaxvisError, unknown_name
 from jaxvis.models.spec import ModelSpec
 from jaxvis.objectives import Context, Objective, as_objective
@@ -58,6 +61,7 @@ class RenderConfig:
     relu_redirect_steps: int = 16
     batch: int = 16
     seed: int = 0
+    precision: str = "f32"
 
     def octave_sizes(self) -> tuple[int, ...]:
         """Image size of each octave, ending at `size` (or starting at `start_size`), even numbers."""
@@ -92,6 +96,8 @@ class RenderConfig:
             raise unknown_name("transform set", self.transforms, transforms.NAMED)
         if self.optimizer not in OPTIMIZERS:
             raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
+        if self.precision not in PRECISIONS:
+            raise unknown_name("precision", self.precision, PRECISIONS)
         return self
 
 
@@ -109,6 +115,9 @@ OPTIMIZERS = {
 }
 
 
+PRECISIONS = {"f32": jnp.float32, "bf16": jnp.bfloat16}
+
+
 def make_param(config: RenderConfig) -> ImageParam:
     return image_param(config.param, decorrelate=config.decorrelate, valid_range=config.valid_range, init_std=config.init_std)
 
@@ -119,8 +128,15 @@ def unit_keys(seed: int, units):
     return jax.vmap(lambda unit: jax.random.fold_in(base, unit))(jnp.asarray(units, jnp.uint32))
 
 
-def _activations(spec: ModelSpec, variables, images, layers, redirect):
-    return spec.module.apply(variables, spec.preprocess(images), outputs=layers, relu_redirect=redirect)
+def _activations(spec: ModelSpec, variables, images, layers, redirect, precision: str = "f32"):
+    """Activations (float32) of `layers`; the network itself runs in `precision`."""
+    dtype = PRECISIONS[precision]
+    x = spec.preprocess(images)
+    if dtype != jnp.float32:
+        variables = jax.tree.map(lambda v: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v, variables)
+        x = x.astype(dtype)
+    acts = spec.module.apply(variables, x, outputs=layers, relu_redirect=redirect)
+    return {name: act.astype(jnp.float32) for name, act in acts.items()}
 
 
 # --- the compiled pieces: spec, objective and config are static (hashed by identity / value) ----
@@ -150,7 +166,7 @@ def _optimize_octave(variables, params, units, keys, first_step, *, spec: ModelS
         step_keys = jax.vmap(lambda key: jax.random.fold_in(key, step))(keys)
         seen = transforms.apply_batch(transform, step_keys, images)
         redirect = (step < config.relu_redirect_steps).astype(jnp.float32)
-        scores = objective(Context(_activations(spec, variables, seen, layers, redirect), images, units))
+        scores = objective(Context(_activations(spec, variables, seen, layers, redirect, config.precision), images, units))
         return -jnp.sum(scores), scores
 
     def step_fn(carry, step):
@@ -185,7 +201,7 @@ def _upscale(params, *, config: RenderConfig, size: int):
 def _finish(variables, params, units, *, spec: ModelSpec, objective: Objective, config: RenderConfig):
     """Final images clipped to [0, 1] and the objective's score on them (no transforms)."""
     images = jnp.clip(make_param(config).to_image(params), 0.0, 1.0)
-    acts = _activations(spec, variables, images, tuple(sorted(objective.layers)), jnp.float32(0))
+    acts = _activations(spec, variables, images, tuple(sorted(objective.layers)), jnp.float32(0), config.precision)
     return images, objective(Context(acts, images, units))
 
 
@@ -212,9 +228,11 @@ def render(
     *,
     progress: bool = True,
     on_chunk: Callable[[RenderResult], None] | None = None,
+    devices=None,
 ) -> RenderResult:
     """Render one image per unit: maximize `objective` (channel `unit` where it reads the batch's
-    units) by batched gradient ascent. `on_chunk` receives each finished chunk's result."""
+    units) by batched gradient ascent. `on_chunk` receives each finished chunk's result.
+    `devices`: the local devices to shard each chunk over (default: all of them)."""
     config.validate()
     objective = as_objective(objective)
     units = np.arange(config.batch) if units is None else np.asarray(units, np.int64).reshape(-1)
@@ -223,11 +241,13 @@ def render(
     sizes = config.octave_sizes()
     check_objective(spec, objective, units, sizes[0])
     chunks = [units[i : i + config.batch] for i in range(0, len(units), config.batch)]
+    shardings = batch_shardings(config.batch, devices)
+    variables = spec.variables if shardings is None else jax.device_put(spec.variables, shardings[1])
     results = []
     with tqdm(total=len(chunks) * len(sizes), desc=f"render {objective.description}", unit="octave",
               disable=not progress, leave=False) as bar:
         for chunk in chunks:
-            result = _render_chunk(spec, objective, chunk, config, sizes, bar)
+            result = _render_chunk(spec, variables, objective, chunk, config, sizes, bar, shardings)
             if on_chunk is not None:
                 on_chunk(result)
             results.append(result)
@@ -238,18 +258,54 @@ def render(
     )
 
 
-def _render_chunk(spec, objective, chunk, config, sizes, bar) -> RenderResult:
+def _render_chunk(spec, variables, objective, chunk, config, sizes, bar, shardings) -> RenderResult:
     count = len(chunk)
     # Pad the last chunk to the batch size (repeating its last unit) so it reuses the compilation.
     padded = np.concatenate([chunk, np.repeat(chunk[-1:], config.batch - count)]) if count < config.batch else chunk
     units = jnp.asarray(padded, jnp.int32)
     keys = unit_keys(config.seed, padded)
+    if shardings is not None:
+        units, keys = jax.device_put(units, shardings[0]), jax.device_put(keys, shardings[0])
     params = _init_params(keys, spec=spec, config=config, size=sizes[0])
     for octave, size in enumerate(sizes):
         if octave:
             params = _upscale(params, config=config, size=size)
-        params = _optimize_octave(spec.variables, params, units, keys, jnp.int32(octave * config.steps),
+        params = _optimize_octave(variables, params, units, keys, jnp.int32(octave * config.steps),
                                   spec=spec, objective=objective, config=config)
         bar.update(1)
-    images, scores = _finish(spec.variables, params, units, spec=spec, objective=objective, config=config)
+    images, scores = _finish(variables, params, units, spec=spec, objective=objective, config=config)
     return RenderResult(np.asarray(images)[:count], np.asarray(scores)[:count], chunk)
+
+
+def auto_batch(spec: ModelSpec, objective, config: RenderConfig, unit_count: int, *, devices=None,
+               memory_fraction: float = 0.5, cpu_batch: int = 16, max_batch: int = 512) -> int:
+    """A chunk size for this device: on accelerators, as many images as fit in `memory_fraction`
+    of device memory (measured from the compiled step's memory analysis at the final octave size);
+    on CPU, where the work is compute-bound and per-image cost does not fall with batch size,
+    `cpu_batch`. Always a multiple of the device count and no larger than needed for the units."""
+    devices = list(devices) if devices is not None else jax.local_devices()
+    count = len(devices)
+    stats = devices[0].memory_stats() if hasattr(devices[0], "memory_stats") else None
+    limit = (stats or {}).get("bytes_limit")
+    if not limit:
+        batch = cpu_batch
+    else:
+        per_image = step_bytes_per_image(spec, as_objective(objective), config)
+        batch = int(memory_fraction * limit * count // max(per_image, 1))
+    needed = -(-unit_count // count) * count
+    batch = max(count, min(batch, max_batch, needed))
+    return batch - batch % count
+
+
+def step_bytes_per_image(spec: ModelSpec, objective: Objective, config: RenderConfig, probe_batch: int = 4) -> int:
+    """Device memory one image needs in an optimization step at the final size (XLA's own figure)."""
+    size = config.octave_sizes()[-1]
+    probe = dataclasses.replace(config, batch=probe_batch, steps=1)
+    params = jax.eval_shape(lambda keys: _init_params(keys, spec=spec, config=probe, size=size),
+                            jax.ShapeDtypeStruct((probe_batch, 2), jnp.uint32))
+    lowered = _optimize_octave.lower(spec.variables, params, jnp.zeros(probe_batch, jnp.int32),
+                                     jnp.zeros((probe_batch, 2), jnp.uint32), jnp.int32(0),
+                                     spec=spec, objective=objective, config=probe)
+    analysis = lowered.compile().memory_analysis()
+    total = analysis.temp_size_in_bytes + analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+    return int(total // probe_batch)

@@ -1,0 +1,79 @@
+"""Where the work runs: the local devices a batch is sharded over, and the processes of a run.
+
+Contract: `batch_shardings(batch)` gives the (sharded-over-batch, replicated) shardings for the
+local devices, or None on one device; `initialize(...)` joins a multi-process run through
+`jax.distributed` (gloo collectives on CPU); `share(items)` is this process's part of a list;
+`barrier(name)` waits for every process. A single-process run needs none of it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxvis.errors import JaxvisError
+
+
+def batch_shardings(batch: int, devices=None):
+    """(sharding of [B, ...] arrays split over the devices, replicated sharding), or None."""
+    devices = list(devices) if devices is not None else jax.local_devices()
+    if not devices:
+        raise JaxvisError("no JAX devices are available")
+    if len(devices) == 1:
+        return None
+    if batch % len(devices):
+        raise JaxvisError(f"batch {batch} must be a multiple of the {len(devices)} local devices it is sharded over")
+    mesh = Mesh(np.asarray(devices), ("batch",))
+    return NamedSharding(mesh, PartitionSpec("batch")), NamedSharding(mesh, PartitionSpec())
+
+
+def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
+               *, timeout_s: int = 60) -> tuple[int, int]:
+    """Join a multi-process run; arguments default to JAXVIS_COORDINATOR / JAXVIS_NUM_PROCESSES /
+    JAXVIS_PROCESS_ID. Returns (process_id, num_processes); (0, 1) when no run is configured."""
+    coordinator = coordinator or os.environ.get("JAXVIS_COORDINATOR")
+    num_processes = num_processes or _int_env("JAXVIS_NUM_PROCESSES")
+    process_id = process_id if process_id is not None else _int_env("JAXVIS_PROCESS_ID")
+    if not coordinator and not num_processes:
+        return 0, 1
+    if not coordinator or not num_processes or process_id is None:
+        raise JaxvisError("a multi-process run needs --coordinator HOST:PORT, --num-processes N and --process-id I")
+    if not 0 <= process_id < num_processes:
+        raise JaxvisError(f"process id {process_id} is out of range for {num_processes} processes")
+    if jax.default_backend() == "cpu":
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                                   process_id=process_id, initialization_timeout=timeout_s)
+    except Exception as error:  # jax raises RuntimeError/XlaRuntimeError with a long gRPC text
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise JaxvisError(f"cannot join the run at coordinator {coordinator} within {timeout_s} s: {first}") from None
+    return process_id, num_processes
+
+
+def share(items, process_id: int, num_processes: int):
+    """This process's share of `items`: a contiguous block, sizes differing by at most one."""
+    items = list(items)
+    bounds = np.linspace(0, len(items), num_processes + 1).round().astype(int)
+    return items[bounds[process_id] : bounds[process_id + 1]]
+
+
+def barrier(name: str) -> None:
+    """Wait until every process of the run gets here (no-op in a single-process run)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _int_env(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise JaxvisError(f"{name} must be an integer, got {value!r}") from None
