@@ -31,7 +31,7 @@ def batch_shardings(batch: int, devices=None):
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
-               *, timeout_s: int = 60) -> tuple[int, int]:
+               *, timeout_s: int | None = None) -> tuple[int, int]:
     """Join a multi-process run; arguments default to JAXVIS_COORDINATOR / JAXVIS_NUM_PROCESSES /
     JAXVIS_PROCESS_ID. Returns (process_id, num_processes); (0, 1) when no run is configured."""
     coordinator = coordinator or os.environ.get("JAXVIS_COORDINATOR")
@@ -39,12 +39,14 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     process_id = process_id if process_id is not None else _int_env("JAXVIS_PROCESS_ID")
     if not coordinator and not num_processes:
         return 0, 1
+    timeout_s = timeout_s or _int_env("JAXVIS_INIT_TIMEOUT") or 120
     if not coordinator or not num_processes or process_id is None:
         raise JaxvisError("a multi-process run needs --coordinator HOST:PORT, --num-processes N and --process-id I")
     if not 0 <= process_id < num_processes:
         raise JaxvisError(f"process id {process_id} is out of range for {num_processes} processes")
-    if jax.default_backend() == "cpu":
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # Only the CPU client reads this; asking jax.default_backend() here would start the backend,
+    # which jax.distributed.initialize must precede.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                    process_id=process_id, initialization_timeout=timeout_s)
