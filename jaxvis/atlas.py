@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 import jaxvis
-from jaxvis import distributed, io, plot
+from jaxvis import distributed, io, native, plot
 from jaxvis.errors import JaxvisError
 from jaxvis.models.spec import ModelSpec
 from jaxvis.objectives import as_objective
@@ -102,6 +102,7 @@ def render_atlas(
     *,
     progress: bool = True,
     grid_columns: int | None = None,
+    grid_tile: int | None = None,
     process: tuple[int, int] = (0, 1),
     devices=None,
 ) -> dict:
@@ -110,6 +111,8 @@ def render_atlas(
     In a multi-process run (`process = (id, count)`, after `distributed.initialize`), every process
     calls this with the same arguments: each renders its share of the unfinished filters into the
     shared `out_dir`, and process 0 writes the grid and manifests once all are done.
+    `grid_tile`: side of each tile in the grid image (default: the render size); the per-filter
+    PNGs keep the render size.
     """
     config.validate()
     out_dir = io.check_writable_dir(out_dir)
@@ -144,7 +147,9 @@ def render_atlas(
         record = io.read_json(layer_dir / f"filter_{unit}.json")
         filters.append({"index": unit, "label": unit_label(spec, layer, unit), "score": record["score"],
                         "file": f"{layer_dirname(layer)}/filter_{unit}.png"})
-    tiles = [io.load_image(out_dir / f["file"], channels=1 if spec.channels == 1 else 3) for f in filters]
+    tiles = np.stack([io.load_image(out_dir / f["file"], channels=1 if spec.channels == 1 else 3) for f in filters])
+    if grid_tile is not None:
+        tiles = grid_thumbnails(tiles, grid_tile)
     grid_file = f"{layer_dirname(layer)}_grid.png"
     io.save_image(out_dir / grid_file, plot.image_grid(
         tiles, [f["label"] for f in filters], columns=grid_columns, title=f"{spec.name}  {layer}"))
@@ -154,6 +159,23 @@ def render_atlas(
     write_atlas_manifest(out_dir)
     distributed.barrier(f"atlas-written-{layer}")
     return manifest
+
+
+def grid_thumbnails(tiles: np.ndarray, side: int) -> np.ndarray:
+    """A batch of tiles [N, H, W, C] (uint8 or float in [0, 1]) resized to side x side, float32.
+
+    Shrinking blurs first (Gaussian, sigma 0.5 per halving, so the bicubic sample does not alias).
+    Runs in the C++ extension: on a batch of tiles it is ~3x faster than an OpenCV loop and 10-40x
+    faster than `jax.image.resize` on CPU (benchmarks/bench_native.py, README)."""
+    if side < 1:
+        raise JaxvisError(f"grid tile size must be at least 1 pixel, got {side}")
+    images = np.ascontiguousarray(tiles, np.float32) / (255.0 if tiles.dtype == np.uint8 else 1.0)
+    if images.shape[1:3] == (side, side):
+        return images
+    factor = max(images.shape[1], images.shape[2]) / side
+    if factor > 1.5:
+        images = native.gaussian_blur(images, sigma=0.5 * np.log2(factor) + 0.25)
+    return np.clip(native.resize_bicubic(images, out_h=side, out_w=side), 0.0, 1.0)
 
 
 def write_atlas_manifest(out_dir) -> dict:

@@ -68,3 +68,28 @@ def test_two_layers_share_one_atlas_manifest(tmp_path):
     render_atlas(spec, "conv1", range(2), CONFIG, tmp_path, progress=False)
     atlas = json.loads((tmp_path / "manifest.json").read_text())
     assert [layer["layer"] for layer in atlas["layers"]] == ["conv1", "conv3"]  # the model's order
+
+
+def test_grid_thumbnails_match_opencv_and_size_the_grid(tmp_path):
+    import cv2
+
+    from jaxvis.atlas import grid_thumbnails
+
+    rng = np.random.default_rng(0)
+    tiles = rng.uniform(0, 1, (5, 48, 48, 3)).astype(np.float32)
+    up = grid_thumbnails(tiles, 72)
+    expected = np.stack([cv2.resize(t, (72, 72), interpolation=cv2.INTER_CUBIC) for t in tiles]).clip(0, 1)
+    assert up.shape == (5, 72, 72, 3) and np.abs(up - expected).max() < 1e-4
+    down = grid_thumbnails((tiles * 255).astype(np.uint8), 12)  # 4x smaller: blurred, then sampled
+    assert down.shape == (5, 12, 12, 3) and down.dtype == np.float32
+    assert down.std() < tiles.std() / 2  # noise averaged away, not aliased through
+    assert np.abs(down.mean() - tiles.mean()) < 0.02
+    with pytest.raises(JaxvisError, match="at least 1 pixel"):
+        grid_thumbnails(tiles, 0)
+
+    render_atlas(load_model("tiny_cnn"), "conv2", range(4), CONFIG, tmp_path, progress=False, grid_tile=16)
+    small = io.load_image(tmp_path / "conv2_grid.png")
+    render_atlas(load_model("tiny_cnn"), "conv2", range(4), CONFIG, tmp_path, progress=False)
+    full = io.load_image(tmp_path / "conv2_grid.png")
+    assert small.shape[1] < full.shape[1]
+    assert io.load_image(tmp_path / "conv2" / "filter_0.png").shape == (32, 32, 3)
