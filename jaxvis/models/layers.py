@@ -1,0 +1,234 @@
+"""Convolutions for the zoo, NHWC, each in the formulation that is fastest on the current backend.
+
+Contract: every conv maps `x[B,H,W,Cin]` and a kernel `[kh,kw,Cin/groups,Cout]` (lax's HWIO layout,
+grouped and depthwise included) to `y[B,Ho,Wo,Cout]` with torch's arithmetic: zero padding
+`padding` rows/columns on each side, then stride `s`, so `Ho = (H + pad_top + pad_bottom - kh) // s + 1`.
+The kernel layout does not depend on the formulation, so a params tree works with all of them, and
+all formulations agree to float32 rounding in value and in gradient.
+
+Formulations (`impl`):
+
+* `"lax"`: `lax.conv_general_dilated` (grouped / depthwise through `feature_group_count`): what
+  cuDNN is good at, so the choice on GPU.
+* `"taps"`: the conv written as its kernel taps, each a slice of the padded input (a stride-s
+  input is first split into s*s phases, so every tap is a contiguous slice):
+  depthwise: the sum of kh*kw multiply-adds (3x3: nine), with a hand-written backward pass that
+  is itself nine multiply-adds (see `_depthwise`);
+  1x1: one `einsum` over channels;
+  otherwise: im2col (taps concatenated on the channel axis) and one `einsum` per group.
+  On CPU, depthwise 3x3 through `feature_group_count` is 15-150x slower than nine shifted
+  multiply-adds (forward + input gradient; stride 2 is the worst), see benchmarks/bench_layers.py.
+* `"auto"` (default): picked at trace time from `jax.default_backend()` and the kernel shape by
+  `choose_impl`: on CPU `"taps"` for 1x1, depthwise and stem convs (kh*kw*Cin/groups <= 32, e.g. a
+  3x3 conv on RGB), `"lax"` for the rest (a wide 3x3 conv is 2-5x faster in lax than as im2col);
+  on GPU / TPU always `"lax"` (cuDNN's grouped convs; not measured against "taps" yet).
+
+The choice is static: a module carries it as a field (`Conv2d.impl`, `MobileNetV2.conv_impl`), so
+forcing a formulation for a test or a benchmark is `module.clone(conv_impl="lax")`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+IMPLS = ("auto", "lax", "taps")
+_STEM_TAPS_MAX = 32  # largest kh*kw*Cin/groups a CPU regular conv still runs as im2col
+
+Padding = int | tuple[int, int] | tuple[tuple[int, int], tuple[int, int]]
+
+
+def _pair(value, what: str) -> tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    value = tuple(value)
+    if len(value) != 2 or not all(isinstance(v, int) for v in value):
+        raise ValueError(f"{what} must be an int or a pair of ints, got {value!r}")
+    return value
+
+
+def normalize_padding(padding: Padding) -> tuple[tuple[int, int], tuple[int, int]]:
+    """torch-style padding (p, (ph, pw)) or explicit ((top, bottom), (left, right)) as the explicit form."""
+    if isinstance(padding, int):
+        return (padding, padding), (padding, padding)
+    padding = tuple(padding)
+    if len(padding) == 2 and all(isinstance(p, int) for p in padding):
+        return (padding[0], padding[0]), (padding[1], padding[1])
+    if len(padding) == 2 and all(len(tuple(p)) == 2 for p in padding):
+        return tuple(map(tuple, padding))
+    raise ValueError(f"padding must be p, (ph, pw) or ((top, bottom), (left, right)), got {padding!r}")
+
+
+def is_depthwise(kernel_shape: Sequence[int], groups: int) -> bool:
+    """Whether a conv with this HWIO kernel and group count is depthwise (one input channel per group)."""
+    return groups > 1 and kernel_shape[2] == 1
+
+
+def choose_impl(kernel_shape: Sequence[int], groups: int = 1, impl: str = "auto", backend: str | None = None) -> str:
+    """The formulation ("lax" or "taps") a conv with this kernel uses; `impl` other than "auto" wins."""
+    if impl not in IMPLS:
+        raise ValueError(f"unknown conv formulation {impl!r}; valid: {', '.join(IMPLS)}")
+    if impl != "auto":
+        return impl
+    if (backend or jax.default_backend()) != "cpu":
+        return "lax"
+    kh, kw, cin_per_group = kernel_shape[:3]
+    if (kh, kw) == (1, 1) or is_depthwise(kernel_shape, groups):
+        return "taps"
+    if groups == 1 and kh * kw * cin_per_group <= _STEM_TAPS_MAX:
+        return "taps"
+    return "lax"
+
+
+def conv_lax(x, kernel, *, stride=1, padding: Padding = 0, groups: int = 1):
+    """The reference formulation: `lax.conv_general_dilated` in NHWC / HWIO."""
+    return lax.conv_general_dilated(
+        x, kernel, window_strides=_pair(stride, "stride"), padding=normalize_padding(padding),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
+    )
+
+
+def _taps(x, kh: int, kw: int, stride: tuple[int, int], padding):
+    """Output size and the kh*kw slices `x_pad[:, i + s*r, j + s*c, :]` (r < Ho, c < Wo), row-major."""
+    batch, height, width, channels = x.shape
+    (top, bottom), (left, right) = padding
+    (sh, sw) = stride
+    out_h = (height + top + bottom - kh) // sh + 1
+    out_w = (width + left + right - kw) // sw + 1
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"a {kh}x{kw} conv with padding {padding} does not fit an input of {height}x{width}")
+    # Pad (or crop: lax.pad takes negative amounts) to exactly the rows / columns the taps read, a
+    # multiple of the stride, then split rows and columns into their stride phases.
+    rows, cols = sh * (out_h + (kh - 1) // sh), sw * (out_w + (kw - 1) // sw)
+    if (top, bottom, left, right) == (0, 0, 0, 0) and (rows, cols) == (height, width):
+        padded = x
+    else:
+        config = ((0, 0, 0), (top, rows - height - top, 0), (left, cols - width - left, 0), (0, 0, 0))
+        padded = lax.pad(x, jnp.zeros((), x.dtype), config)
+    if (sh, sw) == (1, 1):
+        return (out_h, out_w), [padded[:, i:i + out_h, j:j + out_w, :] for i in range(kh) for j in range(kw)]
+    phases = padded.reshape(batch, rows // sh, sh, cols // sw, sw, channels)
+    slices = [
+        phases[:, i // sh:i // sh + out_h, i % sh, j // sw:j // sw + out_w, j % sw, :]
+        for i in range(kh) for j in range(kw)
+    ]
+    return (out_h, out_w), slices
+
+
+def _multiply_add(taps, kernel):
+    """sum_t taps[t] * kernel[t // kw, t % kw, 0]: the depthwise conv of its taps, one fused loop."""
+    kw, out = kernel.shape[1], None
+    for index, tap in enumerate(taps):
+        term = tap * kernel[index // kw, index % kw, 0]
+        out = term if out is None else out + term
+    return out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _depthwise(x, kernel, stride, padding):
+    """Depthwise conv (multiplier 1) as multiply-adds, with a backward pass of the same shape.
+
+    Autodiff of the slices would give the input gradient as a sum of kh*kw pads of the cotangent,
+    which XLA fuses only while the sum has a single consumer; the ReLU6 backward before it reads it
+    several times, and then the pads are materialized (~3x slower). Written by hand, the input
+    gradient is itself a depthwise correlation: the cotangent, dilated by the stride and padded,
+    times the flipped kernel -- one fused loop, like the forward.
+    """
+    return _multiply_add(_taps(x, kernel.shape[0], kernel.shape[1], stride, padding)[1], kernel)
+
+
+def _depthwise_fwd(x, kernel, stride, padding):
+    return _depthwise(x, kernel, stride, padding), (x, kernel)
+
+
+def _depthwise_bwd(stride, padding, residuals, g):
+    x, kernel = residuals
+    kh, kw = kernel.shape[:2]
+    (top, _), (left, _) = padding
+    (sh, sw), (_, height, width, _), (_, out_h, out_w, _) = stride, x.shape, g.shape
+    # grad_x[h] = sum_i g_dilated[h + top - i] * k[i]: a correlation of the dilated cotangent, padded
+    # by kh-1-top in front (negative: cropped) to exactly height + kh - 1 rows, with the flipped kernel.
+    low_h, low_w = kh - 1 - top, kw - 1 - left
+    high_h = height + kh - 1 - (sh * (out_h - 1) + 1) - low_h
+    high_w = width + kw - 1 - (sw * (out_w - 1) + 1) - low_w
+    config = ((0, 0, 0), (low_h, high_h, sh - 1), (low_w, high_w, sw - 1), (0, 0, 0))
+    padded = lax.pad(g, jnp.zeros((), g.dtype), config)
+    taps = [padded[:, i:i + height, j:j + width, :] for i in range(kh) for j in range(kw)]
+    grad_x = _multiply_add(taps, kernel[::-1, ::-1])
+    _, x_taps = _taps(x, kh, kw, stride, padding)
+    grad_kernel = jnp.stack([(tap * g).sum(axis=(0, 1, 2)) for tap in x_taps]).reshape(kernel.shape)
+    return grad_x, grad_kernel.astype(kernel.dtype)
+
+
+_depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)
+
+
+def conv_taps(x, kernel, *, stride=1, padding: Padding = 0, groups: int = 1):
+    """The conv as slices of the input: multiply-adds (depthwise) or one einsum (1x1, im2col)."""
+    kh, kw, cin_per_group, cout = kernel.shape
+    stride, padding = _pair(stride, "stride"), normalize_padding(padding)
+    if is_depthwise(kernel.shape, groups) and cout == groups:
+        return _depthwise(x, kernel, stride, padding)
+    _, taps = _taps(x, kh, kw, stride, padding)
+    if is_depthwise(kernel.shape, groups):  # channel multiplier > 1: autodiff of the slices
+        return _multiply_add([jnp.repeat(tap, cout // groups, axis=-1) for tap in taps], kernel)
+    cols = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)  # channels ordered (tap, cin)
+    weights = kernel.reshape(kh * kw * cin_per_group, cout)
+    if groups == 1:
+        return jnp.einsum("bhwk,ko->bhwo", cols, weights)
+    b, h, w, _ = cols.shape
+    cols = cols.reshape(b, h, w, kh * kw, groups, cin_per_group).swapaxes(3, 4).reshape(b, h, w, groups, -1)
+    weights = kernel.reshape(kh * kw, cin_per_group, groups, cout // groups).transpose(2, 0, 1, 3)
+    out = jnp.einsum("bhwgk,gko->bhwgo", cols, weights.reshape(groups, kh * kw * cin_per_group, -1))
+    return out.reshape(b, h, w, cout)
+
+
+def conv2d(x, kernel, bias=None, *, stride=1, padding: Padding = 0, groups: int = 1, impl: str = "auto"):
+    """A torch-semantics 2-D conv (see the module docstring) in the formulation `impl` resolves to.
+
+    Args:
+      x: inputs [B, H, W, Cin].
+      kernel: [kh, kw, Cin // groups, Cout] (HWIO; depthwise: [kh, kw, 1, Cin * multiplier]).
+      bias: optional [Cout].
+      stride: int or (sh, sw).
+      padding: zeros on each side: p, (ph, pw) or ((top, bottom), (left, right)).
+      groups: torch's `groups` (lax's `feature_group_count`).
+      impl: "auto", "lax" or "taps".
+
+    Returns:
+      [B, Ho, Wo, Cout].
+    """
+    if x.ndim != 4 or kernel.ndim != 4:
+        raise ValueError(f"conv2d takes x[B,H,W,C] and kernel[kh,kw,I,O], got {x.shape} and {kernel.shape}")
+    if x.shape[-1] != kernel.shape[2] * groups or kernel.shape[3] % groups:
+        raise ValueError(f"kernel {kernel.shape} with groups={groups} does not fit {x.shape[-1]} input channels")
+    formulation = choose_impl(kernel.shape, groups, impl)
+    fn = conv_taps if formulation == "taps" else conv_lax
+    y = fn(x, kernel, stride=stride, padding=padding, groups=groups)
+    return y if bias is None else y + bias
+
+
+class Conv2d(nn.Module):
+    """A torch-style `Conv2d` on NHWC inputs with params `kernel` [kh,kw,Cin/groups,Cout] and `bias`."""
+
+    features: int
+    kernel_size: int | tuple[int, int] = 3
+    stride: int | tuple[int, int] = 1
+    padding: Padding = 0
+    groups: int = 1
+    use_bias: bool = True
+    impl: str = "auto"
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    bias_init: Callable = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, x):
+        kh, kw = _pair(self.kernel_size, "kernel_size")
+        kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1] // self.groups, self.features))
+        bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
+        return conv2d(x, kernel, bias, stride=self.stride, padding=self.padding, groups=self.groups, impl=self.impl)

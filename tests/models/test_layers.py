@@ -1,0 +1,120 @@
+"""Every conv formulation equals lax.conv_general_dilated, in value and in input gradient, under jit."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxvis.models.layers import Conv2d, choose_impl, conv2d, conv_lax, conv_taps, normalize_padding
+
+# (name, input HxW, Cin, Cout, kernel (kh, kw), stride, padding, groups)
+CASES = [
+    ("1x1", (9, 9), 8, 12, (1, 1), 1, 0, 1),
+    ("1x1 stride 2 odd/even", (9, 8), 8, 12, (1, 1), 2, 0, 1),
+    ("depthwise 3x3 odd", (9, 11), 16, 16, (3, 3), 1, 1, 16),
+    ("depthwise 3x3 even", (8, 8), 16, 16, (3, 3), 1, 1, 16),
+    ("depthwise 3x3 stride 2 even", (8, 10), 16, 16, (3, 3), 2, 1, 16),
+    ("depthwise 3x3 stride 2 odd", (9, 7), 16, 16, (3, 3), 2, 1, 16),
+    ("depthwise 3x3 no padding stride 2", (9, 8), 16, 16, (3, 3), 2, 0, 16),
+    ("depthwise multiplier 2", (7, 7), 8, 16, (3, 3), 1, 1, 8),
+    ("depthwise 5x5 stride 2", (11, 10), 8, 8, (5, 5), 2, 2, 8),
+    ("stem 3x3 stride 2 even", (16, 16), 3, 8, (3, 3), 2, 1, 1),
+    ("stem 3x3 stride 2 odd", (15, 13), 3, 8, (3, 3), 2, 1, 1),
+    ("regular 3x3", (8, 9), 8, 12, (3, 3), 1, 1, 1),
+    ("regular 7x7 stride 2 pad 3", (17, 16), 3, 8, (7, 7), 2, 3, 1),
+    ("regular 1x7 pad (0, 3)", (8, 9), 4, 6, (1, 7), 1, (0, 3), 1),
+    ("regular 11x11 stride 4 pad 2", (35, 33), 3, 4, (11, 11), 4, 2, 1),
+    ("grouped 3x3 groups 2", (8, 8), 8, 12, (3, 3), 1, 1, 2),
+    ("grouped 3x3 groups 4 stride 2", (9, 9), 8, 8, (3, 3), 2, 1, 4),
+    ("asymmetric padding", (8, 8), 4, 4, (3, 3), 2, ((0, 1), (1, 0)), 1),
+]
+
+
+def _inputs(case, seed=0):
+    _, (h, w), cin, cout, (kh, kw), _, _, groups = case
+    kx, kk, kb, kg = jax.random.split(jax.random.PRNGKey(seed), 4)
+    x = jax.random.normal(kx, (2, h, w, cin))
+    # He-like scale keeps outputs O(1), so 1e-5 is a statement about formulation, not magnitude.
+    kernel = jax.random.normal(kk, (kh, kw, cin // groups, cout)) / np.sqrt(kh * kw * cin // groups)
+    bias = jax.random.normal(kb, (cout,))
+    return x, kernel, bias, kg
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_taps_match_lax_forward_and_input_gradient(case, impl="taps"):
+    x, kernel, bias, key = _inputs(case)
+    stride, padding, groups = case[5], case[6], case[7]
+    reference = jax.jit(lambda x: conv_lax(x, kernel, stride=stride, padding=padding, groups=groups) + bias)
+    candidate = jax.jit(lambda x: conv2d(x, kernel, bias, stride=stride, padding=padding, groups=groups, impl=impl))
+    want, want_vjp = jax.vjp(reference, x)
+    got, got_vjp = jax.vjp(candidate, x)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    cotangent = jax.random.normal(key, want.shape)
+    np.testing.assert_allclose(got_vjp(cotangent)[0], want_vjp(cotangent)[0], atol=1e-5, rtol=1e-5)
+
+
+GRADIENT_CASES = [c for c in CASES if c[0].startswith(("1x1", "depthwise", "stem"))]
+
+
+@pytest.mark.parametrize("case", GRADIENT_CASES, ids=[c[0] for c in GRADIENT_CASES])
+def test_kernel_gradient_matches_too(case):
+    x, kernel, _, _ = _inputs(case)
+    stride, padding, groups = case[5], case[6], case[7]
+
+    def loss(fn, k):
+        return (jnp.sin(fn(x, k, stride=stride, padding=padding, groups=groups))).sum()
+
+    np.testing.assert_allclose(jax.jit(jax.grad(functools.partial(loss, conv_taps)))(kernel),
+                               jax.jit(jax.grad(functools.partial(loss, conv_lax)))(kernel), atol=1e-4, rtol=1e-5)
+
+
+def test_output_size_follows_torch():
+    # torch: Ho = (H + 2p - k) // s + 1
+    x = jnp.zeros((1, 15, 16, 4))
+    y = conv2d(x, jnp.zeros((3, 3, 1, 4)), stride=2, padding=1, groups=4, impl="taps")
+    assert y.shape == (1, 8, 8, 4)
+
+
+def test_auto_choice_per_backend():
+    assert choose_impl((3, 3, 1, 96), 96, backend="cpu") == "taps"  # depthwise
+    assert choose_impl((1, 1, 96, 24), 1, backend="cpu") == "taps"  # 1x1
+    assert choose_impl((3, 3, 3, 32), 1, backend="cpu") == "taps"  # stem on RGB
+    assert choose_impl((3, 3, 64, 64), 1, backend="cpu") == "lax"  # wide regular conv
+    assert choose_impl((3, 3, 8, 8), 2, backend="cpu") == "lax"  # grouped, not depthwise
+    for kernel, groups in [((3, 3, 1, 96), 96), ((1, 1, 96, 24), 1), ((3, 3, 3, 32), 1)]:
+        assert choose_impl(kernel, groups, backend="gpu") == "lax"
+    assert choose_impl((3, 3, 1, 96), 96, impl="lax", backend="cpu") == "lax"  # forcing wins
+    with pytest.raises(ValueError, match="unknown conv formulation"):
+        choose_impl((1, 1, 3, 3), 1, impl="fft")
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU choice")
+def test_depthwise_on_cpu_does_not_use_a_grouped_convolution():
+    x, kernel = jnp.zeros((1, 8, 8, 16)), jnp.zeros((3, 3, 1, 16))
+    jaxpr = str(jax.make_jaxpr(lambda x: conv2d(x, kernel, stride=2, padding=1, groups=16))(x))
+    assert "conv_general_dilated" not in jaxpr
+    jaxpr = str(jax.make_jaxpr(lambda x: conv2d(x, kernel, stride=2, padding=1, groups=16, impl="lax"))(x))
+    assert "conv_general_dilated" in jaxpr
+
+
+def test_module_params_do_not_depend_on_the_formulation():
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 9, 9, 8))
+    module = Conv2d(8, 3, stride=2, padding=1, groups=8)
+    variables = module.init(jax.random.PRNGKey(0), x)
+    assert variables["params"]["kernel"].shape == (3, 3, 1, 8)
+    ys = [module.clone(impl=impl).apply(variables, x) for impl in ("lax", "taps", "auto")]
+    np.testing.assert_allclose(ys[1], ys[0], atol=1e-5)
+    np.testing.assert_allclose(ys[2], ys[0], atol=1e-5)
+
+
+def test_padding_forms_and_bad_shapes():
+    assert normalize_padding(1) == ((1, 1), (1, 1))
+    assert normalize_padding((0, 3)) == ((0, 0), (3, 3))
+    assert normalize_padding(((0, 1), (2, 3))) == ((0, 1), (2, 3))
+    with pytest.raises(ValueError, match="kernel"):
+        conv2d(jnp.zeros((1, 8, 8, 4)), jnp.zeros((3, 3, 3, 4)))
+    with pytest.raises(ValueError, match="does not fit"):
+        conv2d(jnp.zeros((1, 2, 2, 4)), jnp.zeros((5, 5, 4, 4)), impl="taps")
