@@ -15,7 +15,7 @@ Contract for every model in jaxvis:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -76,6 +76,11 @@ class ModelSpec:
       logits_layer: the layer holding pre-softmax class scores, if the model classifies.
       class_names: names of the classes of `logits_layer`, if known.
       source: where the weights came from (file path or zoo tag).
+      recipe: JSON-able data saying how to rebuild `module` without its weights, stored by
+        `jaxvis.convert.converted.save_converted`: `{"zoo": name, "options": {...}}` (the zoo
+        builder's architecture options, never `weights`) or `{"keras_config": <Keras model config>}`
+        (a generic Keras graph). Builders should set it; None means `{"zoo": name}`, with the module
+        rebuilt from its class and fields.
     """
 
     name: str
@@ -87,6 +92,7 @@ class ModelSpec:
     logits_layer: str | None = None
     class_names: tuple[str, ...] | None = None
     source: str = ""
+    recipe: Mapping[str, Any] | None = None
 
     @property
     def channels(self) -> int:

@@ -40,5 +40,5 @@ def tiny_cnn(*, channels: int = 3, seed: int = 0, size: int = 32) -> ModelSpec:
     return ModelSpec(
         name="tiny_cnn", module=module, variables=variables, input_shape=(size, size, channels),
         layer_names=LAYERS, preprocess=Preprocess(mean=(0.5,), std=(0.25,)), logits_layer="logits",
-        source=f"random init, seed {seed}",
+        source=f"random init, seed {seed}", recipe={"zoo": "tiny_cnn", "options": {"channels": channels, "seed": seed, "size": size}},
     )

@@ -1,0 +1,265 @@
+"""PyTorch tensors into the layouts of jaxvis's Flax modules: small pure rules, and the checks around them.
+
+Contract: every rule maps NumPy arrays (a torch state_dict's values, as `load_state_dict` returns
+them) to float32 NumPy arrays in Flax layout and never touches a file or a device. A model's
+converter is a list of `Rule`s (which torch keys go into which sub-tree of the Flax variables, by
+which function) run by `apply_rules`, whose result is checked against the model's own init tree
+with `check_against_init`. Both raise `WeightFileError` with one line that names the keys and
+shapes at fault, so a checkpoint of the wrong model or the wrong width fails loudly, never silently.
+
+Layouts (jaxvis convs are NHWC with HWIO kernels, see `jaxvis.models.layers`):
+
+* conv `weight` (O, I/groups, kh, kw) -> `kernel` (kh, kw, I/groups, O); depthwise
+  (C, 1, 3, 3) -> (3, 3, 1, C), the same rule.
+* linear `weight` (out, in) -> `kernel` (in, out). A linear layer that follows a flatten of a conv
+  map needs its input axis permuted from torch's C*H*W to H*W*C: `linear_kernel(w, chw=(C, H, W))`.
+* BatchNorm (weight, bias, running_mean, running_var) -> Flax `BatchNorm` params {scale, bias}
+  and batch_stats {mean, var}; or folded into the preceding conv (`fold_batchnorm`), which is
+  exact for inference and saves a multiply-add per activation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from jaxvis.errors import WeightFileError
+
+__all__ = [
+    "Rule", "apply_rules", "batchnorm", "check_against_init", "conv_kernel", "flatten_tree",
+    "fold_batchnorm", "linear_kernel", "unflatten_tree",
+    "batchnorm_rule", "conv_bn_rule", "conv_rule", "linear_rule",
+]
+
+_SHOWN = 8  # keys listed by name in one error line before "... (N in all)"
+IGNORED_SUFFIXES = ("num_batches_tracked",)
+
+
+def _f32(array) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(array, dtype=np.float32))
+
+
+def _expect_ndim(array, ndim: int, what: str) -> np.ndarray:
+    array = np.asarray(array)
+    if array.ndim != ndim:
+        raise ValueError(f"{what} must have {ndim} dimensions, got shape {array.shape}")
+    return array
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensor rules.
+
+
+def conv_kernel(weight) -> np.ndarray:
+    """torch conv weight (O, I/groups, kh, kw) -> HWIO kernel (kh, kw, I/groups, O)."""
+    return _f32(_expect_ndim(weight, 4, "a conv weight").transpose(2, 3, 1, 0))
+
+
+def linear_kernel(weight, chw: tuple[int, int, int] | None = None) -> np.ndarray:
+    """torch linear weight (out, in) -> Dense kernel (in, out).
+
+    With `chw=(C, H, W)` the input axis is reordered from torch's flatten order (C, H, W) to the
+    NHWC flatten order (H, W, C), for the first linear layer after a conv map (VGG, AlexNet).
+    """
+    weight = _expect_ndim(weight, 2, "a linear weight")
+    if chw is not None:
+        c, h, w = chw
+        if weight.shape[1] != c * h * w:
+            raise ValueError(f"a linear weight of shape {weight.shape} does not take a flattened {c}x{h}x{w} map")
+        weight = weight.reshape(-1, c, h, w).transpose(0, 2, 3, 1).reshape(weight.shape[0], -1)
+    return _f32(weight.T)
+
+
+def batchnorm(weight, bias, running_mean, running_var) -> tuple[dict, dict]:
+    """torch BatchNorm tensors -> (Flax params {scale, bias}, batch_stats {mean, var})."""
+    arrays = [_expect_ndim(a, 1, "a BatchNorm vector") for a in (weight, bias, running_mean, running_var)]
+    if len({a.shape for a in arrays}) != 1:
+        raise ValueError(f"BatchNorm vectors of different lengths: {[a.shape for a in arrays]}")
+    weight, bias, mean, var = map(_f32, arrays)
+    return {"scale": weight, "bias": bias}, {"mean": mean, "var": var}
+
+
+def fold_batchnorm(kernel, conv_bias, weight, bias, running_mean, running_var, eps: float = 1e-5):
+    """An HWIO conv kernel (and optional bias) followed by an inference BatchNorm, as one conv.
+
+    bn(conv(x)) = conv(x) * g + (bias - mean * g) with g = weight / sqrt(var + eps), so the kernel's
+    output channels are scaled by g and the bias becomes (conv_bias - mean) * g + bias. Computed in
+    float64 and returned as float32 (kernel, bias). torch's default eps is 1e-5 (Inception v3: 1e-3).
+    """
+    kernel = _expect_ndim(kernel, 4, "a conv kernel")
+    vectors = [_expect_ndim(a, 1, "a BatchNorm vector") for a in (weight, bias, running_mean, running_var)]
+    out = kernel.shape[-1]
+    if any(v.shape != (out,) for v in vectors):
+        raise ValueError(f"BatchNorm vectors of shapes {[v.shape for v in vectors]} do not fit a conv with {out} outputs")
+    weight, bias, mean, var = (v.astype(np.float64) for v in vectors)
+    gain = weight / np.sqrt(var + eps)
+    conv_bias = np.zeros(out) if conv_bias is None else _expect_ndim(conv_bias, 1, "a conv bias").astype(np.float64)
+    return _f32(kernel.astype(np.float64) * gain), _f32((conv_bias - mean) * gain + bias)
+
+
+# ---------------------------------------------------------------------------------------------
+# Trees.
+
+
+def flatten_tree(tree: Mapping, prefix: tuple = ()) -> dict[tuple[str, ...], Any]:
+    """A nested mapping (dict, FrozenDict) as `{(key, key, ...): leaf}`."""
+    flat = {}
+    for key, value in tree.items():
+        path = prefix + (str(key),)
+        if isinstance(value, Mapping):
+            flat.update(flatten_tree(value, path))
+        else:
+            flat[path] = value
+    return flat
+
+
+def unflatten_tree(flat: Mapping[tuple[str, ...], Any]) -> dict:
+    """`{(key, key, ...): leaf}` as a nested dict."""
+    tree: dict = {}
+    for path, value in flat.items():
+        node = tree
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return tree
+
+
+def _shown(keys: Sequence[str]) -> str:
+    keys = list(keys)
+    text = ", ".join(keys[:_SHOWN])
+    return text + (f", ... ({len(keys)} in all)" if len(keys) > _SHOWN else "")
+
+
+def _path(path: tuple[str, ...]) -> str:
+    return "/".join(path)
+
+
+def check_against_init(converted: Mapping, reference_tree: Mapping, *, what: str = "the weights") -> Mapping:
+    """Check that a converted variables tree has exactly the keys and shapes of the model's own.
+
+    Args:
+      converted: nested mapping of arrays, e.g. `{"params": {...}}` from a converter.
+      reference_tree: the model's tree: `module.init(...)` or, cheaper, `jax.eval_shape(module.init, ...)`
+        (leaves need only a `.shape`).
+      what: how the error line names the source, e.g. the file name.
+
+    Returns:
+      `converted`, unchanged.
+
+    Raises:
+      WeightFileError: one line naming every shape mismatch (key, both shapes), then the keys the
+        model has and `converted` lacks ("missing") and the keys it has that the model does not
+        ("unexpected"). Keys are written as `/`-joined paths, e.g. `params/features.0/kernel`.
+    """
+    got, want = flatten_tree(converted), flatten_tree(reference_tree)
+    mismatched = [
+        f"{_path(path)} has shape {tuple(np.shape(got[path]))} in {what} but {tuple(want[path].shape)} in the model"
+        for path in want if path in got and tuple(np.shape(got[path])) != tuple(want[path].shape)
+    ]
+    missing = [_path(path) for path in want if path not in got]
+    unexpected = [_path(path) for path in got if path not in want]
+    if mismatched or missing or unexpected:
+        parts = [_shown(mismatched)] if mismatched else []
+        if missing:
+            parts.append(f"missing: {_shown(missing)}")
+        if unexpected:
+            parts.append(f"unexpected: {_shown(unexpected)}")
+        raise WeightFileError(f"{what} do not fit the model: " + "; ".join(parts))
+    return converted
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules: which torch keys go where, by which function.
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """Torch keys `sources` -> `fn(*arrays)` -> `{relative path: array}` placed under `target`.
+
+    A source may be None (an absent optional tensor, e.g. a conv without bias): `fn` gets None.
+    """
+
+    target: tuple[str, ...]
+    sources: tuple[str | None, ...]
+    fn: Callable[..., Mapping[str | tuple[str, ...], np.ndarray]]
+
+
+def _ignored(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] in IGNORED_SUFFIXES
+
+
+def apply_rules(state_dict: Mapping[str, np.ndarray], rules: Iterable[Rule], *, what: str = "the weights") -> dict:
+    """Run a converter's rules over a state_dict: every source must exist and every tensor be used.
+
+    `num_batches_tracked` entries are dropped first. Returns the nested variables dict (NumPy leaves).
+
+    Raises:
+      WeightFileError: one line listing the torch keys the rules need and `state_dict` lacks and the
+        ones no rule uses; or naming the keys and shapes of a rule whose tensors do not fit together.
+    """
+    rules = list(rules)
+    available = {key for key in state_dict if not _ignored(key)}
+    needed = [key for rule in rules for key in rule.sources if key is not None]
+    missing = [key for key in needed if key not in available]
+    unused = [key for key in state_dict if key in available and key not in set(needed)]
+    if missing or unused:
+        parts = ([f"missing from the file: {_shown(missing)}"] if missing else []) + (
+            [f"not used by the model: {_shown(unused)}"] if unused else [])
+        raise WeightFileError(f"{what} do not fit the model: " + "; ".join(parts))
+    flat = {}
+    for rule in rules:
+        arrays = [None if key is None else state_dict[key] for key in rule.sources]
+        try:
+            out = rule.fn(*arrays)
+        except ValueError as err:
+            shapes = ", ".join(f"{key} {tuple(np.shape(a))}" for key, a in zip(rule.sources, arrays) if key)
+            raise WeightFileError(f"{what} do not fit the model at {_path(rule.target)} ({shapes}): {err}") from None
+        for leaf, array in out.items():
+            flat[rule.target + ((leaf,) if isinstance(leaf, str) else tuple(leaf))] = array
+    return unflatten_tree(flat)
+
+
+def conv_rule(target: tuple[str, ...], prefix: str, *, bias: bool = True) -> Rule:
+    """torch Conv2d `{prefix}.weight` (and `.bias`) -> {kernel, bias} at `target`."""
+
+    def fn(weight, conv_bias):
+        out = {"kernel": conv_kernel(weight)}
+        if conv_bias is not None:
+            out["bias"] = _f32(_expect_ndim(conv_bias, 1, "a conv bias"))
+        return out
+
+    return Rule(target, (f"{prefix}.weight", f"{prefix}.bias" if bias else None), fn)
+
+
+def conv_bn_rule(target: tuple[str, ...], conv_prefix: str, bn_prefix: str, *, conv_bias: bool = False,
+                 eps: float = 1e-5) -> Rule:
+    """torch Conv2d at `conv_prefix` then BatchNorm2d at `bn_prefix` -> one folded {kernel, bias}."""
+
+    def fn(weight, bias, gamma, beta, mean, var):
+        kernel, folded_bias = fold_batchnorm(conv_kernel(weight), bias, gamma, beta, mean, var, eps)
+        return {"kernel": kernel, "bias": folded_bias}
+
+    bn = tuple(f"{bn_prefix}.{name}" for name in ("weight", "bias", "running_mean", "running_var"))
+    return Rule(target, (f"{conv_prefix}.weight", f"{conv_prefix}.bias" if conv_bias else None) + bn, fn)
+
+
+def batchnorm_rule(path: tuple[str, ...], prefix: str) -> Rule:
+    """torch BatchNorm2d at `prefix` -> `params/<path>/{scale, bias}` and `batch_stats/<path>/{mean, var}`."""
+
+    def fn(weight, bias, mean, var):
+        params, stats = batchnorm(weight, bias, mean, var)
+        return {**{("params",) + path + (k,): v for k, v in params.items()},
+                **{("batch_stats",) + path + (k,): v for k, v in stats.items()}}
+
+    return Rule((), tuple(f"{prefix}.{name}" for name in ("weight", "bias", "running_mean", "running_var")), fn)
+
+
+def linear_rule(target: tuple[str, ...], prefix: str, *, chw: tuple[int, int, int] | None = None) -> Rule:
+    """torch Linear `{prefix}.weight`, `.bias` -> Dense {kernel, bias} at `target`."""
+
+    def fn(weight, bias):
+        return {"kernel": linear_kernel(weight, chw), "bias": _f32(_expect_ndim(bias, 1, "a linear bias"))}
+
+    return Rule(target, (f"{prefix}.weight", f"{prefix}.bias"), fn)
