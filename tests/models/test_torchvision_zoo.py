@@ -74,7 +74,7 @@ CASES = {
 }
 CLASSES = {"vgg16": 10, "vgg19": 10, "alexnet": 1000, "resnet18": 1000, "resnet34": 10, "resnet50": 10,
            "googlenet": 10, "inception_v3": 10, "torch_mnist_cnn": 10}
-SLOW = {"vgg16", "vgg19", "resnet50", "inception_v3"}  # each over ~20 s on 2 CPU cores
+SLOW = {"vgg16", "vgg19"}  # 12-17 s each on 2 busy CPU cores (a 100M-parameter classifier to save and load)
 FORMATS = {  # arch -> the weight files tried; a zip .pth for every architecture
     "vgg16": ("zip",), "vgg19": ("zip",), "alexnet": ("zip", "safetensors"),
     "resnet18": ("zip", "legacy", "safetensors"), "resnet34": ("zip",), "resnet50": ("zip",),
@@ -104,7 +104,7 @@ def close(got, want) -> tuple[bool, float]:
 
 
 def activations(spec, images, layers) -> dict:
-    """`spec.activations` under jit (one compile instead of op-by-op dispatch)."""
+    """What `spec.activations(images, layers)` computes, under jit with the variables as an argument."""
     return jax.jit(lambda v, x: spec.module.apply(v, spec.preprocess(x), outputs=tuple(layers)))(
         spec.variables, jnp.asarray(images))
 
