@@ -24,7 +24,7 @@ def test_models_and_layers(capsys):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["atlas", "--model", "nope"], "unknown model 'nope'; valid:"),
+    (["atlas", "--model", "nope"], "unknown model (a zoo name or a model file) 'nope'; valid:"),
     (["atlas", *TINY, "--layer", "conv7"], "valid: conv1, conv2, conv3, logits"),
     (["atlas", *TINY, "--filters", "0-99"], "16 channels"),
     (["atlas", *TINY, "--size", "-4"], "size"),
