@@ -323,7 +323,7 @@ def _add_job_parsers(sub) -> None:
     dream.add_argument("--steps", default="50", help="steps per octave")
     dream.add_argument("--step-size", default="0.01", help="step on the std-normalized gradient (model input units)")
     dream.add_argument("--octave-scale", default="1.3")
-    dream.add_argument("--octaves", default="-2,-1,0,1,2", help="octave power factors, e.g. -2,-1,0,1,2")
+    dream.add_argument("--octaves", default="-2,-1,0,1,2", help="octave power factors, e.g. --octaves=-2,-1,0,1,2 (with =, as they start with -)")
     dream.add_argument("--tile-size", default="512", help="gradient tile in pixels (0: no tiling)")
     dream.add_argument("--tile-overlap", default="64", help="context pixels around each tile")
     dream.add_argument("--align", default="32", help="tile windows start at multiples of this (the net's stride)")

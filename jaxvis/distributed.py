@@ -9,6 +9,8 @@ local devices, or None on one device; `initialize(...)` joins a multi-process ru
 from __future__ import annotations
 
 import os
+import socket
+import time
 
 import jax
 import numpy as np
@@ -44,6 +46,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         raise JaxvisError("a multi-process run needs --coordinator HOST:PORT, --num-processes N and --process-id I")
     if not 0 <= process_id < num_processes:
         raise JaxvisError(f"process id {process_id} is out of range for {num_processes} processes")
+    if process_id != 0:  # process 0 hosts the coordinator; the others wait for it to listen
+        _wait_for_coordinator(coordinator, timeout_s)
     # Only the CPU client reads this; asking jax.default_backend() here would start the backend,
     # which jax.distributed.initialize must precede.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -54,6 +58,25 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise JaxvisError(f"cannot join the run at coordinator {coordinator} within {timeout_s} s: {first}") from None
     return process_id, num_processes
+
+
+def _wait_for_coordinator(coordinator: str, timeout_s: int) -> None:
+    """Return once HOST:PORT accepts TCP connections; a JaxvisError after `timeout_s`.
+
+    Checked here because jax's client, failing to register with an unreachable coordinator,
+    aborts the whole process (a fatal log in C++), which no `except` can turn into a clear error."""
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit():
+        raise JaxvisError(f"the coordinator address must be HOST:PORT, got {coordinator!r}")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+                return
+        except OSError as error:
+            if time.monotonic() >= deadline:
+                raise JaxvisError(f"cannot join the run at coordinator {coordinator} within {timeout_s} s: {error}") from None
+            time.sleep(0.2)
 
 
 def share(items, process_id: int, num_processes: int):

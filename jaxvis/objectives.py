@@ -14,6 +14,7 @@ subtract them: `channel("features.10") - 1e-3 * total_variation()`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import operator
 from typing import Any, Callable
 
@@ -189,17 +190,26 @@ def blur_penalty(sigma: float = 0.5) -> Objective:
     return Objective(fn, frozenset(), f"blur_penalty({sigma})")
 
 
+@functools.lru_cache(maxsize=256)
+def _objective_from_string(value: str) -> Objective:
+    layer, sep, index = value.rpartition(":")
+    if sep and index.strip().lstrip("-").isdigit():
+        return channel(layer, int(index))
+    return channel(value)
+
+
 def _describe(index):
     return "units" if index is None else (str(index) if isinstance(index, int) else "array")
 
 
 def as_objective(value) -> Objective:
-    """An Objective, or a string `"layer"` / `"layer:index"` made into a `channel` objective."""
+    """An Objective, or a string `"layer"` / `"layer:index"` made into a `channel` objective.
+
+    The same string always gives the same Objective object: the render loop's compiled programs are
+    keyed by objective identity, so `render(spec, "features.10", ...)` called again (another chunk
+    list, a resumed run) reuses them instead of compiling again."""
     if isinstance(value, Objective):
         return value
     if isinstance(value, str):
-        layer, sep, index = value.rpartition(":")
-        if sep and index.strip().lstrip("-").isdigit():
-            return channel(layer, int(index))
-        return channel(value)
+        return _objective_from_string(value)
     raise JaxvisError(f"cannot make an objective from {value!r}; give an Objective or a 'layer:index' string")

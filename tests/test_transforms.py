@@ -70,3 +70,46 @@ def test_pad_and_compose():
     assert out.shape == (28, 34, 3)
     with pytest.raises(ValueError, match="one image"):
         T.jitter(2)(jax.random.PRNGKey(0), image[None])
+
+
+@pytest.mark.parametrize("scale,angle,dy,dx", [(1.0, 0.0, 0.0, 0.0), (0.9, 10.0, 3.0, -5.0), (1.1, -7.0, -7.0, 11.0)])
+def test_warp_matches_map_coordinates_in_value_and_gradient(scale, angle, dy, dx):
+    """`warp`'s gather-only gradient equals autodiff through jax.scipy's map_coordinates (a scatter)."""
+    from jax.scipy import ndimage
+
+    image = jnp.asarray(IMAGE)
+    c = jnp.float32(np.cos(np.deg2rad(angle)) / scale)
+    s = jnp.float32(np.sin(np.deg2rad(angle)) / scale)
+    cy, cx = 9.5, 12.5
+    yy, xx = jnp.meshgrid(jnp.arange(20.0) - dy - cy, jnp.arange(26.0) - dx - cx, indexing="ij")
+    src_y, src_x = c * yy + s * xx + cy, -s * yy + c * xx + cx
+
+    def reference(x):
+        sample = lambda plane: ndimage.map_coordinates(plane, [src_y, src_x], order=1, mode="constant", cval=0.5)
+        return jax.vmap(sample, in_axes=2, out_axes=2)(x)
+
+    cotangent = jnp.asarray(np.random.default_rng(1).standard_normal((20, 26, 3)), jnp.float32)
+    np.testing.assert_allclose(T.warp(image, c, s, dy, dx), reference(image), atol=2e-5)
+    got = jax.grad(lambda x: jnp.sum(T.warp(x, c, s, dy, dx) * cotangent))(image)
+    want = jax.grad(lambda x: jnp.sum(reference(x) * cotangent))(image)
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    vmapped = jax.vmap(jax.grad(lambda x: jnp.sum(T.warp(x, c, s, dy, dx) * cotangent)))(jnp.stack([image, image]))
+    np.testing.assert_allclose(vmapped[1], want, atol=2e-5)
+
+
+def test_fused_standard_equals_its_stages_away_from_the_borders():
+    image = jax.random.uniform(jax.random.PRNGKey(7), (64, 64, 3))
+    scales, angles = [0.95, 1.05], [-8, 8]
+    fused = T.random_jitter_scale_rotate(6, scales, angles, 3)
+    for seed in range(4):
+        key = jax.random.PRNGKey(seed)
+        key_scale, key_angle, key_before, key_after = jax.random.split(key, 4)
+        scale = scales[int(jax.random.randint(key_scale, (), 0, 2))]
+        angle = angles[int(jax.random.randint(key_angle, (), 0, 2))]
+        before = [int(v) for v in jax.random.randint(key_before, (2,), -6, 7)]
+        after = [int(v) for v in jax.random.randint(key_after, (2,), -3, 4)]
+        staged = T.shift(image, *before, mode="constant", bound=6)
+        staged = T.affine(staged, scale=scale, angle_degrees=angle, mode="constant")
+        staged = T.shift(staged, *after, mode="constant", bound=3)
+        out = fused(key, image)
+        np.testing.assert_allclose(out[16:-16, 16:-16], staged[16:-16, 16:-16], atol=1e-4)

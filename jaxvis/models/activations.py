@@ -33,14 +33,34 @@ def _per_item_any(mask):
     return jnp.any(mask.reshape(mask.shape[0], -1), axis=1).reshape((-1,) + (1,) * (mask.ndim - 1))
 
 
-def _gradient(mode, g, active, pushed_into_range):
-    """The cotangent for input x given the output cotangent g and the masks of x."""
-    true_grad = jnp.where(active, g, 0)
-    redirected = jnp.where(_per_item_any(true_grad != 0), true_grad, jnp.where(pushed_into_range, g, 0))
-    guided = jnp.where(active & (g > 0), g, 0)
-    rectified = jnp.where(g > 0, g, 0)
+def _gradient(mode, g, x, upper=None):
+    """The cotangent for input x given the output cotangent g, for a ReLU clipped at 0 (and at
+    `upper`, for ReLU6).
+
+    Each mode's formula, masks included, lives inside its own `lax.switch` branch, so a step
+    computes only the one it uses (computed outside the branches, all four ran every step and
+    cost ~25% of a render's time)."""
+    def active(x):
+        return (x > 0) if upper is None else (x > 0) & (x < upper)
+
+    def true_grad(g, x):
+        return jnp.where(active(x), g, 0)
+
+    def redirected(g, x):
+        kept = jnp.where(active(x), g, 0)
+        pushed = (x <= 0) & (g < 0)
+        if upper is not None:
+            pushed = pushed | ((x >= upper) & (g > 0))
+        return jnp.where(_per_item_any(kept != 0), kept, jnp.where(pushed, g, 0))
+
+    def guided(g, x):
+        return jnp.where(active(x) & (g > 0), g, 0)
+
+    def rectified(g, x):
+        return jnp.where(g > 0, g, 0)
+
     index = jnp.clip(jnp.round(mode), 0, 3).astype(jnp.int32)
-    return jax.lax.switch(index, [lambda: true_grad, lambda: redirected, lambda: guided, lambda: rectified]).astype(g.dtype)
+    return jax.lax.switch(index, [true_grad, redirected, guided, rectified], g, x).astype(g.dtype)
 
 
 @jax.custom_vjp
@@ -55,7 +75,7 @@ def _relu_fwd(x, mode):
 
 def _relu_bwd(res, g):
     x, mode = res
-    return _gradient(mode, g, x > 0, (x <= 0) & (g < 0)), jnp.zeros_like(mode)
+    return _gradient(mode, g, x), jnp.zeros_like(mode)
 
 
 relu.defvjp(_relu_fwd, _relu_bwd)
@@ -73,8 +93,7 @@ def _relu6_fwd(x, mode):
 
 def _relu6_bwd(res, g):
     x, mode = res
-    pushed_into_range = ((x <= 0) & (g < 0)) | ((x >= 6) & (g > 0))
-    return _gradient(mode, g, (x > 0) & (x < 6), pushed_into_range), jnp.zeros_like(mode)
+    return _gradient(mode, g, x, upper=6.0), jnp.zeros_like(mode)
 
 
 relu6.defvjp(_relu6_fwd, _relu6_bwd)
