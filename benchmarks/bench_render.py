@@ -57,9 +57,11 @@ def main() -> None:
     parser.add_argument("--layer", default=DEFAULT_ATLAS_LAYER)
     parser.add_argument("--filters", default="all")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--atlas-args", default="", help="extra `jaxvis atlas` options, e.g. '--param pixel --transforms jitter'")
     options = parser.parse_args()
 
-    config = _render_config(build_parser().parse_args(["atlas"]))  # exactly the CLI's defaults
+    # exactly the CLI's defaults, plus any --atlas-args
+    config = _render_config(build_parser().parse_args(["atlas", *options.atlas_args.split()]))
     spec = load_model(DEFAULT_MODEL)
     units = parse_units(options.filters, spec.channel_count(options.layer, (config.size, config.size)))
     sizes = config.octave_sizes()
@@ -89,7 +91,8 @@ def main() -> None:
         bare_times.append(timed(bare_job))
     render_s, bare_s = statistics.median(render_times), statistics.median(bare_times)
     print(json.dumps({
-        "model": DEFAULT_MODEL, "layer": options.layer, "filters": len(units), "batch": config.batch,
+        "model": DEFAULT_MODEL, "layer": options.layer, "atlas_args": options.atlas_args,
+        "param": config.param, "transforms": config.transforms, "filters": len(units), "batch": config.batch,
         "sizes": sizes, "steps_per_octave": config.steps, "total_steps": steps_total,
         "backend": jax.default_backend(), "devices": len(jax.local_devices()), "cpu": platform.processor() or platform.machine(),
         "atlas_cold_s": round(cold_atlas, 2), "bare_cold_s": round(cold_bare, 2),
