@@ -47,24 +47,26 @@ def reference(tmp_path_factory):
     return out
 
 
-def test_four_devices_match_one_device(reference, tmp_path):
-    _run([*ATLAS, "--out", str(tmp_path)], devices=4)
-    # Sharded, each device runs the step on 1 image instead of 4. Without the random zoom/rotation
-    # (below) the pixels are bit-identical. With it, XLA compiles the bilinear resampling for the two
-    # shapes into code that rounds a few float32 operations differently (1 ulp); over 20 Adam steps
-    # that can move a pixel across an 8-bit rounding boundary. Measured: at most 1/255, in 0.002-0.3%
-    # of the values (it varies with the compiled code).
-    difference = np.abs(_pixels(tmp_path) - _pixels(reference))
-    print(f"largest pixel difference, 4 devices vs 1: {difference.max() * 255:.0f}/255 "
-          f"in {(difference > 0).sum()} of {difference.size} values")
+def _assert_nearly_identical(images, reference_images, what):
+    """Sharded, each device runs a step on 1 image instead of 4: XLA compiles differently shaped
+    programs, whose fusion and vectorization may round a few float32 operations differently
+    (1 ulp). Over the Adam steps such a difference can move a pixel across an 8-bit rounding
+    boundary. Measured: 0 to 1/255, in at most 0.3% of the values, depending on the settings."""
+    difference = np.abs(images - reference_images)
+    print(f"largest pixel difference, {what}: {difference.max() * 255:.0f}/255 in {(difference > 0).sum()} of {difference.size} values")
     assert difference.max() <= 2.5 / 255 and (difference > 0).mean() < 0.01
 
 
-def test_four_devices_are_bit_identical_without_resampling(tmp_path):
+def test_four_devices_match_one_device(reference, tmp_path):
+    _run([*ATLAS, "--out", str(tmp_path)], devices=4)
+    _assert_nearly_identical(_pixels(tmp_path), _pixels(reference), "4 devices vs 1, standard transforms")
+
+
+def test_four_devices_match_one_device_with_jitter_only(tmp_path):
     jitter_only = [*ATLAS, "--transforms", "jitter"]
     _run([*jitter_only, "--out", str(tmp_path / "one")])
     _run([*jitter_only, "--out", str(tmp_path / "four")], devices=4)
-    assert _same_files(tmp_path / "four", tmp_path / "one")
+    _assert_nearly_identical(_pixels(tmp_path / "four"), _pixels(tmp_path / "one"), "4 devices vs 1, jitter only")
 
 
 def _free_port():

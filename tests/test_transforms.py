@@ -113,3 +113,4 @@ def test_fused_standard_equals_its_stages_away_from_the_borders():
         staged = T.shift(staged, *after, mode="constant", bound=3)
         out = fused(key, image)
         np.testing.assert_allclose(out[16:-16, 16:-16], staged[16:-16, 16:-16], atol=1e-4)
+

@@ -18,13 +18,20 @@ COLOR_MATRIX = _COLOR_CORRELATION_SVD_SQRT / np.max(np.linalg.norm(_COLOR_CORREL
 _COLOR_MATRIX_INVERSE = np.linalg.inv(COLOR_MATRIX).astype(np.float32)
 
 
+def _mix(latent, matrix: np.ndarray):
+    """latent @ matrix.T over the channel axis, written as 3 scaled adds: as a 3x3 `dot` it kept XLA
+    from fusing the FFT's transpose, this and the sigmoid, which made the whole parameterization
+    ~2x slower per step on CPU (measured 7.3 vs 4.0 ms for 16 images of 128 px, forward+backward)."""
+    return sum(latent[..., k : k + 1] * jnp.asarray(matrix[:, k]) for k in range(matrix.shape[1]))
+
+
 def decorrelated_to_rgb(latent):
     """Latent channels in the decorrelated basis -> RGB latent (3 channels only)."""
-    return latent @ jnp.asarray(COLOR_MATRIX.T)
+    return _mix(latent, COLOR_MATRIX)
 
 
 def rgb_to_decorrelated(latent):
-    return latent @ jnp.asarray(_COLOR_MATRIX_INVERSE.T)
+    return _mix(latent, _COLOR_MATRIX_INVERSE)
 
 
 _EPS = 1e-4

@@ -67,3 +67,11 @@ def test_fft_needs_even_width():
     param = image_param("fft")
     with pytest.raises(ValueError, match="even"):
         param.from_image(jnp.zeros((1, 8, 9, 3)) + 0.5)
+
+
+def test_colour_mixing_equals_the_matrix_product():
+    from jaxvis.param import color
+
+    latent = np.random.default_rng(0).standard_normal((2, 5, 7, 3)).astype(np.float32)
+    np.testing.assert_allclose(color.decorrelated_to_rgb(latent), latent @ color.COLOR_MATRIX.T, atol=1e-6)
+    np.testing.assert_allclose(color.rgb_to_decorrelated(color.decorrelated_to_rgb(latent)), latent, atol=1e-5)
