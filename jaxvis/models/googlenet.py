@@ -27,18 +27,15 @@ from __future__ import annotations
 import functools
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-from jaxvis.convert.torch_layout import apply_rules, check_against_init, conv_bn_rule, linear_rule
+from jaxvis.convert.torch_layout import conv_bn_rule, linear_rule
 from jaxvis.models.activations import relu
-from jaxvis.models.imagenet import imagenet_class_names
 from jaxvis.models.layers import Conv2d
 from jaxvis.models.registry import register
-from jaxvis.models.spec import TORCH_IMAGENET, ModelSpec
+from jaxvis.models.spec import ModelSpec
 from jaxvis.models.torch_ops import (
-    TORCH_TRANSFORM_INPUT, Selection, adaptive_avg_pool, check_input, flatten, init_shapes, linear_outputs,
-    load_torch_weights, max_pool, random_init, without_prefixes,
+    Selection, adaptive_avg_pool, check_input, classifier_spec, classifier_variables, flatten, max_pool,
 )
 
 BN_EPS = 1e-3
@@ -160,16 +157,8 @@ def from_state_dict(state_dict, *, num_classes: int | None = None, what: str = "
     Raises:
       WeightFileError: naming the torch keys missing or left over, or a key with both shapes.
     """
-    state_dict = without_prefixes(state_dict, AUX_PREFIXES)
-    if num_classes is None:
-        num_classes = linear_outputs(state_dict, "fc.weight")
-    variables = apply_rules(state_dict, _rules(), what=what)
-    return check_against_init(variables, _init_shapes(num_classes), what=what)
-
-
-@functools.cache
-def _init_shapes(num_classes: int) -> dict:
-    return init_shapes(GoogLeNet(num_classes), (1, _MINIMUM, _MINIMUM, 3))
+    return classifier_variables(state_dict, _rules(), module_class=GoogLeNet, aux_prefixes=AUX_PREFIXES,
+                                minimum=_MINIMUM, num_classes=num_classes, what=what)
 
 
 @register("googlenet", "torchvision GoogLeNet (Inception v1), weights=<torchvision .pth/.safetensors> or random")
@@ -182,16 +171,5 @@ def googlenet(weights=None, *, transform_input: bool = True, conv_impl: str = "a
         (image - 0.5) / 0.5, else `TORCH_IMAGENET`.
       conv_impl: conv formulation (`jaxvis.models.layers`).
     """
-    if weights is not None:
-        variables, source = load_torch_weights(weights, from_state_dict)
-        num_classes = variables["params"]["fc"]["bias"].shape[0]
-    else:
-        num_classes = 1000
-        variables = random_init(GoogLeNet(), (1, _MINIMUM, _MINIMUM, 3), seed)
-        source = f"random init (seed {seed}): no weights given"
-    module = GoogLeNet(num_classes, conv_impl)
-    return ModelSpec(
-        name="googlenet", module=module, variables=jax.tree.map(jnp.asarray, variables), input_shape=(224, 224, 3),
-        layer_names=LAYER_NAMES, preprocess=TORCH_TRANSFORM_INPUT if transform_input else TORCH_IMAGENET,
-        logits_layer="fc", class_names=imagenet_class_names() if num_classes == 1000 else None, source=source,
-    )
+    return classifier_spec("googlenet", GoogLeNet, from_state_dict, weights=weights, input_shape=(224, 224, 3), minimum=_MINIMUM,
+                           layer_names=LAYER_NAMES, transform_input=transform_input, conv_impl=conv_impl, seed=seed)

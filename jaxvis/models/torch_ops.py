@@ -19,6 +19,7 @@ records them as the network runs and says when the last one has been computed.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Sequence
 
@@ -28,7 +29,7 @@ import numpy as np
 from jax import lax
 
 from jaxvis.errors import JaxvisError, unknown_name
-from jaxvis.models.spec import Preprocess
+from jaxvis.models.spec import TORCH_IMAGENET, ModelSpec, Preprocess
 
 # torchvision's `transform_input=True` (its GoogLeNet and Inception v3 ImageNet weights) re-maps a
 # TORCH_IMAGENET-normalized input channel-wise by x * std / 0.5 + (mean - 0.5) / 0.5, which is
@@ -184,3 +185,46 @@ def init_shapes(module, sample_shape: tuple[int, ...]) -> dict:
     """The shapes of `module.init` (nothing computed), for `check_against_init`."""
     x = jax.ShapeDtypeStruct(sample_shape, jnp.float32)
     return jax.eval_shape(module.init, jax.random.PRNGKey(0), x)
+
+
+# --- torchvision Inception-family classifiers (GoogLeNet, Inception v3) ------------------------
+# Both fold their BatchNorms, drop the training-only auxiliary heads, read the class count from
+# `fc.weight` and default to torchvision's `transform_input` preprocessing.
+
+
+@functools.cache
+def _classifier_init_shapes(module_class, num_classes: int, minimum: int) -> dict:
+    return init_shapes(module_class(num_classes), (1, minimum, minimum, 3))
+
+
+def classifier_variables(state_dict, rules, *, module_class, aux_prefixes: tuple[str, ...], minimum: int,
+                         num_classes: int | None, what: str) -> dict:
+    """A torchvision classifier's state_dict -> variables (NumPy): auxiliary heads dropped, `rules`
+    applied, the result checked against `module_class(num_classes)`'s init tree."""
+    from jaxvis.convert.torch_layout import apply_rules, check_against_init
+
+    state_dict = without_prefixes(state_dict, aux_prefixes)
+    if num_classes is None:
+        num_classes = linear_outputs(state_dict, "fc.weight")
+    variables = apply_rules(state_dict, rules, what=what)
+    return check_against_init(variables, _classifier_init_shapes(module_class, num_classes, minimum), what=what)
+
+
+def classifier_spec(name: str, module_class, from_state_dict, *, weights, input_shape: tuple[int, int, int],
+                    minimum: int, layer_names, transform_input: bool, conv_impl: str, seed: int) -> ModelSpec:
+    """The ModelSpec of a torchvision Inception-family classifier, from `weights` or random (`seed`)."""
+    from jaxvis.models.imagenet import imagenet_class_names
+
+    if weights is not None:
+        variables, source = load_torch_weights(weights, from_state_dict)
+        num_classes = variables["params"]["fc"]["bias"].shape[0]
+    else:
+        num_classes = 1000
+        variables = random_init(module_class(), (1, minimum, minimum, 3), seed)
+        source = f"random init (seed {seed}): no weights given"
+    return ModelSpec(
+        name=name, module=module_class(num_classes, conv_impl), variables=jax.tree.map(jnp.asarray, variables),
+        input_shape=input_shape, layer_names=layer_names,
+        preprocess=TORCH_TRANSFORM_INPUT if transform_input else TORCH_IMAGENET,
+        logits_layer="fc", class_names=imagenet_class_names() if num_classes == 1000 else None, source=source,
+    )
