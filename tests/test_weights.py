@@ -4,7 +4,6 @@ import csv
 import json
 
 import numpy as np
-import pytest
 import torch
 
 from jaxvis.convert.torch_checkpoint import load_state_dict

@@ -10,7 +10,7 @@ The file is a safetensors file:
 * tensors: every leaf of `spec.variables` under its `/`-joined tree path (`params/features.0/kernel`,
   `params/block1_conv1/bias`), in its own dtype, in the tree's order;
 * `__metadata__["jaxvis"]`: JSON with
-  - `format` ("jaxvis-converted") and `version` (1),
+  - `format` ("jaxvis-converted") and `version` (2),
   - `name`, `source` (the file it was converted from), `input_shape`, `layer_names`,
     `logits_layer`, `class_names` (a list, `"imagenet"` for jaxvis's ImageNet list, or null),
   - `preprocess`: the `Preprocess` fields,
@@ -31,20 +31,20 @@ import dataclasses
 import importlib
 import json
 import os
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 
+from jaxvis.convert.safetensors_file import read_header, read_records
 from jaxvis.errors import JaxvisError, WeightFileError
 
 __all__ = ["FORMAT", "SUFFIX", "VERSION", "is_converted", "load_converted", "read_metadata", "save_converted"]
 
 FORMAT = "jaxvis-converted"
-VERSION = 1
+VERSION = 2  # 2: torchvision layouts hold `Linear` weights [out, in] (1 had `nn.Dense` kernels [in, out])
 SUFFIX = ".jaxvis"
 _META_KEY = "jaxvis"
 _MODULE_PACKAGE = "jaxvis.models."
-_MAX_HEADER = 100 << 20  # safetensors' own limit on the JSON header
 
 # safetensors dtype names <-> NumPy (the dtypes a variables tree holds).
 _DTYPES = {
@@ -179,23 +179,12 @@ def save_converted(spec, path) -> str:
 # Reading.
 
 
+_KIND = "a converted jaxvis model"
+
+
 def _header(file, path: str) -> tuple[dict, int]:
     """The safetensors JSON header and the offset where the data starts."""
-    head = file.read(8)
-    if len(head) < 8:
-        raise WeightFileError(f"{path} is not a converted jaxvis model: it is shorter than a safetensors header")
-    length = int.from_bytes(head, "little")
-    size = os.fstat(file.fileno()).st_size
-    if not 2 <= length <= min(_MAX_HEADER, size - 8):
-        raise WeightFileError(f"{path} is not a converted jaxvis model (no safetensors header; truncated or foreign)")
-    raw = file.read(length)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise WeightFileError(f"{path} is a corrupt converted jaxvis model (its header is not JSON: {err})") from None
-    if not isinstance(header, dict):
-        raise WeightFileError(f"{path} is a corrupt converted jaxvis model (its header is not a JSON object)")
-    return header, 8 + length
+    return read_header(file, path, _KIND)
 
 
 def _metadata(header: dict, path: str) -> dict:
@@ -241,44 +230,17 @@ def _check_file(path: str) -> None:
         raise WeightFileError(f"{path} is a directory, not a converted model file")
 
 
-def _aligned(nbytes: int) -> np.ndarray:
-    from jaxvis.convert.keras_h5 import _ALIGN
-
-    buffer = np.empty(nbytes + _ALIGN, np.uint8)
-    offset = (-buffer.ctypes.data) % _ALIGN
-    return buffer[offset:offset + nbytes]
+_ITEMSIZES = {**{name: np.dtype(dtype).itemsize for name, dtype in _DTYPES.items()}, _BF16: 2}
 
 
 def _read_tensors(file, header: dict, start: int, path: str) -> dict[tuple[str, ...], np.ndarray]:
-    size = os.fstat(file.fileno()).st_size
-    entries = sorted(((name, info) for name, info in header.items() if name != "__metadata__"),
-                     key=lambda item: item[1].get("data_offsets", [0])[0] if isinstance(item[1], dict) else 0)
     flat = {}
-    for name, info in entries:
-        try:
-            dtype_name, shape, (first, end) = info["dtype"], tuple(int(d) for d in info["shape"]), info["data_offsets"]
-            first, end = int(first), int(end)
-        except (KeyError, TypeError, ValueError):
-            raise WeightFileError(f"{path} is a corrupt converted jaxvis model (tensor {name!r} is malformed)") from None
-        if dtype_name != _BF16 and dtype_name not in _DTYPES:
-            raise WeightFileError(f"{path}: tensor {name!r} has dtype {dtype_name}, which jaxvis does not read")
-        itemsize = 2 if dtype_name == _BF16 else np.dtype(_DTYPES[dtype_name]).itemsize
-        nbytes = int(np.prod(shape, dtype=np.int64)) * itemsize
-        if end - first != nbytes or first < 0:
-            raise WeightFileError(f"{path} is a corrupt converted jaxvis model (tensor {name!r} of shape {shape} "
-                                  f"does not fit its {end - first} bytes)")
-        if start + end > size:
-            raise WeightFileError(f"{path} is truncated: tensor {name!r} needs bytes up to {start + end}, "
-                                  f"the file has {size}")
-        buffer = _aligned(nbytes)
-        file.seek(start + first)
-        if file.readinto(memoryview(buffer)) != nbytes:
-            raise WeightFileError(f"{path} is truncated (tensor {name!r})")
-        if dtype_name == _BF16:
-            array = (buffer.view("<u2").astype(np.uint32) << 16).view(np.float32).reshape(shape)
+    for name, record in read_records(file, header, start, path, _KIND, _ITEMSIZES).items():
+        if record.dtype == _BF16:
+            array = (record.data.view("<u2").astype(np.uint32) << 16).view(np.float32)
         else:
-            array = buffer.view(np.dtype(_DTYPES[dtype_name]).newbyteorder("<")).reshape(shape)
-        flat[tuple(name.split("/"))] = array
+            array = record.data.view(np.dtype(_DTYPES[record.dtype]).newbyteorder("<"))
+        flat[tuple(name.split("/"))] = array.reshape(record.shape)
     return flat
 
 

@@ -15,7 +15,11 @@ The formats are told apart by their first bytes, not by the extension:
   a row -- a magic number, protocol version 1001, a sys_info dict, the object (its storage ids carry a
   sixth field, an old-style storage view), the list of storage keys -- then, for each key in that
   order, its element count as a little-endian int64 followed by its raw little-endian bytes.
-* safetensors: an 8-byte header length, a JSON header, raw bytes (read with the `safetensors` package).
+* safetensors: an 8-byte header length, a JSON header, raw bytes (`jaxvis.convert.safetensors_file`).
+
+Every storage is read with one `readinto` into 64-byte-aligned memory (`host_buffers`), and a
+tensor that is its storage in C order is a view of it, not a copy: `jax.device_put` then adopts
+the array as it is on CPU, so loading costs little more than reading the bytes.
 
 Safety: the pickles are read by `_RestrictedUnpickler`, whose `find_class` answers from a fixed
 table of harmless stand-ins written here (tensor rebuilders that only record offsets, storage classes
@@ -29,7 +33,6 @@ after the pickle.
 from __future__ import annotations
 
 import io
-import json
 import os
 import pickle
 import struct
@@ -41,6 +44,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from jaxvis.convert.host_buffers import aligned_copy, read_aligned
+from jaxvis.convert.safetensors_file import read_header, read_records
 from jaxvis.errors import WeightFileError
 
 __all__ = ["load_pickled_object", "load_state_dict"]
@@ -136,11 +141,12 @@ class _TensorType:
 
 
 class _Blob:
-    """The bytes of one storage key; they arrive with the persistent id (zip) or after the pickle (legacy)."""
+    """The bytes of one storage key (an aligned uint8 array); they arrive with the persistent id (zip)
+    or after the pickle (legacy)."""
 
     __slots__ = ("key", "data", "count_dtype")
 
-    def __init__(self, key: str, data: bytes | None = None, count_dtype: _DType | None = None):
+    def __init__(self, key: str, data: np.ndarray | None = None, count_dtype: _DType | None = None):
         self.key, self.data, self.count_dtype = key, data, count_dtype
 
 
@@ -346,12 +352,11 @@ def _storage_fields(fields: tuple, count: int) -> tuple[_StorageClass, str]:
 # Records into arrays.
 
 
-def _finish(stored: np.ndarray, dtype: _DType, *, copy: bool) -> np.ndarray:
-    """`stored` (elements as in the file) C-contiguous in native order; float32 where NumPy lacks the type."""
-    native = stored.dtype.newbyteorder("=")
-    out = np.array(stored, native, order="C") if copy else np.asarray(stored, native, order="C")
+def _finish(stored: np.ndarray, dtype: _DType) -> np.ndarray:
+    """`stored` (elements as in the file) as an aligned C-contiguous copy in native order; float32
+    where NumPy lacks the type."""
     if dtype.widen == "bfloat16":  # the top half of a float32; in place, since `x << 16` makes 0-d arrays scalars
-        wide = out.astype(np.uint32)
+        wide = aligned_copy(stored, np.uint32)
         wide <<= 16
         return wide.view(np.float32)
     if dtype.widen is not None:
@@ -359,18 +364,21 @@ def _finish(stored: np.ndarray, dtype: _DType, *, copy: bool) -> np.ndarray:
             import ml_dtypes
         except ImportError:
             raise _Corrupt(f"reading torch.{dtype.name} tensors needs the ml_dtypes package") from None
-        return out.view(getattr(ml_dtypes, dtype.widen)).astype(np.float32)
-    return out
+        return aligned_copy(stored.view(getattr(ml_dtypes, dtype.widen)), np.float32)
+    return aligned_copy(stored, stored.dtype.newbyteorder("="))
 
 
 def _to_array(rec: _TensorRecord, byteorder: str) -> np.ndarray:
+    """The tensor `rec` describes. A tensor that is its storage's bytes in C order (the usual case)
+    is a view of the storage buffer, which is our own aligned memory: no copy. Any other layout,
+    byte order or dtype is copied once into a new aligned array."""
     dtype = rec.dtype
     if dtype.code is None:
         raise _Corrupt(f"it holds torch.{dtype.name} tensors, which jaxvis does not read")
     stored = np.dtype(dtype.code).newbyteorder(byteorder)
     item = stored.itemsize
     if 0 in rec.size:
-        out = _finish(np.empty(rec.size, stored), dtype, copy=False)
+        out = _finish(np.empty(rec.size, stored), dtype)
     else:
         extent = 1 + sum((n - 1) * s for n, s in zip(rec.size, rec.stride))
         first, end = rec.offset * item, (rec.offset + extent) * item
@@ -379,14 +387,25 @@ def _to_array(rec: _TensorRecord, byteorder: str) -> np.ndarray:
             raise _Corrupt(f"storage {rec.storage.blob.key!r} holds {len(data)} bytes, but a tensor of shape "
                            f"{rec.size} at offset {rec.offset} needs {end}")
         flat = np.frombuffer(data, np.uint8, count=end - first, offset=first).view(stored)
+        contiguous = all(s == c for n, s, c in zip(rec.size, rec.stride, _c_strides(rec.size)) if n > 1)
+        if contiguous and stored.isnative and dtype.widen is None and not (rec.conj or rec.neg) and flat.flags.writeable:
+            return flat.reshape(rec.size)
         strides = tuple(s * item for s in rec.stride)
-        view = np.lib.stride_tricks.as_strided(flat, rec.size, strides, writeable=False)
-        out = _finish(view, dtype, copy=True)  # its own writable memory, not a window on the file's bytes
+        out = _finish(np.lib.stride_tricks.as_strided(flat, rec.size, strides, writeable=False), dtype)
     if rec.conj:
         np.conjugate(out, out=out)
     if rec.neg:
         np.negative(out, out=out)
     return out
+
+
+def _c_strides(size: tuple) -> tuple:
+    """The element strides of a C-contiguous array of shape `size`."""
+    strides, step = [], 1
+    for n in reversed(size):
+        strides.append(step)
+        step *= n
+    return tuple(reversed(strides))
 
 
 def _materialize(obj, byteorder: str, memo: dict):
@@ -448,12 +467,40 @@ def _load_zip(path: str):
                 record = f"{prefix}data/{key}"
                 if record not in names:
                     raise _Corrupt(f"storage {key!r} is missing from the archive")
-                blobs[key] = _Blob(key, archive.read(record))
+                blobs[key] = _Blob(key, _read_member(archive, file, archive.getinfo(record)))
             return _StorageRef(blobs[key], cls.dtype)
 
         data_pkl = archive.read(pickles[0])
-        obj = _RestrictedUnpickler(io.BytesIO(data_pkl), path, storage, lambda: data_pkl).load()
+        with open(path, "rb") as file:
+            obj = _RestrictedUnpickler(io.BytesIO(data_pkl), path, storage, lambda: data_pkl).load()
     return _materialize(obj, byteorder, {})
+
+
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., file name length, extra field length
+
+
+def _read_member(archive: zipfile.ZipFile, file, info: zipfile.ZipInfo) -> np.ndarray:
+    """A zip record's bytes as an aligned uint8 array, CRC-checked like `ZipFile.read`.
+
+    torch.save stores records uncompressed, so their bytes sit in the file as they are: read them
+    with one `readinto` at the offset the record's local header gives, rather than through
+    `ZipFile.read` (which makes a `bytes` object that would then be copied into aligned memory).
+    """
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:  # compressed or encrypted
+        return aligned_copy(np.frombuffer(archive.read(info), np.uint8))
+    file.seek(info.header_offset)
+    head = file.read(_LOCAL_HEADER.size)
+    if len(head) < _LOCAL_HEADER.size:
+        raise _Corrupt(f"record {info.filename!r} is cut off")
+    signature, name_length, extra_length = _LOCAL_HEADER.unpack(head)
+    if signature != b"PK\x03\x04":
+        raise _Corrupt(f"record {info.filename!r} has no local header")
+    data = read_aligned(file, info.header_offset + _LOCAL_HEADER.size + name_length + extra_length, info.file_size)
+    if data is None:
+        raise _Corrupt(f"record {info.filename!r} is cut off")
+    if zlib.crc32(data) != info.CRC:
+        raise _Corrupt(f"record {info.filename!r} fails its CRC check")
+    return data
 
 
 def _load_legacy(path: str, file):
@@ -505,7 +552,7 @@ def _load_legacy(path: str, file):
             raise _Corrupt(f"storage {key!r} has {count} elements")
         if nbytes > left:
             raise WeightFileError(f"{path} is truncated: storage {key!r} needs {nbytes} bytes, {left} remain")
-        blob.data = file.read(nbytes)
+        blob.data = read_aligned(file, file.tell(), nbytes)
         left -= nbytes
     return _materialize(obj, "<", {})
 
@@ -518,27 +565,16 @@ _SAFETENSORS_DTYPES = {
 
 
 def _load_safetensors(path: str) -> dict[str, np.ndarray]:
-    # safetensors.numpy.load refuses BF16, so we use the deserializer it is built on.
-    try:
-        from safetensors import deserialize
-    except ImportError:
-        raise WeightFileError(f"reading {path} needs the safetensors package: pip install safetensors") from None
-    with open(path, "rb") as f:
-        data = f.read()
-    try:
-        tensors = dict(deserialize(data))
-        header = json.loads(data[8: 8 + int.from_bytes(data[:8], "little")])
-    except Exception as err:  # safetensors raises its own SafetensorError for any malformed header
-        raise WeightFileError(f"{path} is not a valid safetensors file ({_one_line(err)})") from None
-    order = sorted(tensors, key=lambda name: (*header[name]["data_offsets"], name))  # the file's order
+    with open(path, "rb") as file:
+        header, start = read_header(file, path, "a safetensors file")
+        itemsizes = {name: np.dtype(_DTYPES[dtype].code).itemsize for name, dtype in _SAFETENSORS_DTYPES.items()}
+        records = read_records(file, header, start, path, "a safetensors file", itemsizes)
     out = {}
-    for name in order:
-        info = tensors[name]
-        dtype = _DTYPES.get(_SAFETENSORS_DTYPES.get(info["dtype"], ""))
-        if dtype is None:
-            raise WeightFileError(f"{path} holds {info['dtype']} tensors ({name!r}), which jaxvis does not read")
-        stored = np.frombuffer(info["data"], np.dtype(dtype.code).newbyteorder("<"))
-        out[name] = _finish(stored.reshape(info["shape"]), dtype, copy=False)  # already our own bytearray
+    for name, record in records.items():
+        dtype = _DTYPES[_SAFETENSORS_DTYPES[record.dtype]]
+        stored = record.data.view(np.dtype(dtype.code).newbyteorder("<")).reshape(record.shape)
+        native = stored.dtype.isnative and dtype.widen is None
+        out[name] = stored if native else _finish(stored, dtype)  # the buffer is our own, aligned
     return out
 
 

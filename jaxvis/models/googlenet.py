@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 from jaxvis.convert.torch_layout import conv_bn_rule, linear_rule
 from jaxvis.models.activations import relu
-from jaxvis.models.layers import Conv2d
+from jaxvis.models.layers import Conv2d, Linear
 from jaxvis.models.registry import register
 from jaxvis.models.spec import ModelSpec
 from jaxvis.models.torch_ops import (
@@ -127,7 +127,7 @@ class GoogLeNet(nn.Module):
         x = adaptive_avg_pool(x, 1)
         if select.keep("avgpool", x):
             return select.found
-        select.keep("fc", nn.Dense(self.num_classes, name="fc")(flatten(x)))  # dropout: identity at inference
+        select.keep("fc", Linear(self.num_classes, name="fc")(flatten(x)))  # dropout: identity at inference
         return select.found
 
 

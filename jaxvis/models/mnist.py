@@ -21,12 +21,11 @@ import functools
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from jaxvis.convert.torch_layout import apply_rules, check_against_init, conv_rule, linear_rule
 from jaxvis.errors import JaxvisError
 from jaxvis.models.activations import relu
-from jaxvis.models.layers import Conv2d
+from jaxvis.models.layers import Conv2d, Linear
 from jaxvis.models.registry import register
 from jaxvis.models.spec import ModelSpec, Preprocess
 from jaxvis.models.torch_ops import (
@@ -63,9 +62,9 @@ class MnistCNN(nn.Module):
             ("conv1", lambda h: conv(32, name="conv1")(h)),
             ("conv2", lambda h: conv(64, name="conv2")(relu(h, relu_redirect))),
             ("dropout1", lambda h: max_pool(relu(h, relu_redirect), 2)),
-            ("fc1", lambda h: nn.Dense(128, name="fc1")(flatten(h))),
+            ("fc1", lambda h: Linear(128, name="fc1")(flatten(h))),
             ("dropout2", lambda h: relu(h, relu_redirect)),
-            ("fc2", lambda h: nn.Dense(self.num_classes, name="fc2")(h)),
+            ("fc2", lambda h: Linear(self.num_classes, name="fc2")(h)),
         )
         for name, step in steps:
             x = step(x)
@@ -109,7 +108,7 @@ def torch_mnist_cnn(weights=None, *, conv_impl: str = "auto", seed: int = 0) -> 
         source = f"random init (seed {seed}): no weights given"
     module = MnistCNN(num_classes, conv_impl)
     return ModelSpec(
-        name="torch_mnist_cnn", module=module, variables=jax.tree.map(jnp.asarray, variables),
+        name="torch_mnist_cnn", module=module, variables=jax.device_put(variables),
         input_shape=INPUT_SHAPE, layer_names=LAYER_NAMES, preprocess=MNIST, logits_layer="fc2",
         class_names=tuple(str(digit) for digit in range(10)) if num_classes == 10 else None, source=source,
     )

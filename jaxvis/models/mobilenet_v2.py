@@ -34,7 +34,7 @@ from jaxvis.convert.torch_layout import apply_rules, check_against_init, conv_bn
 from jaxvis.errors import JaxvisError, unknown_name
 from jaxvis.models.activations import relu6
 from jaxvis.models.imagenet import imagenet_class_names
-from jaxvis.models.layers import Conv2d
+from jaxvis.models.layers import Conv2d, Linear
 from jaxvis.models.registry import register
 from jaxvis.models.spec import TORCH_IMAGENET, ModelSpec
 
@@ -174,7 +174,7 @@ class MobileNetV2(nn.Module):
         x = relu6(conv(last_channels, 1, name=name)(x), relu_redirect)
         if keep(name, x):
             return found
-        keep("classifier.1", nn.Dense(self.num_classes, name="classifier.1")(x.mean(axis=(1, 2))))
+        keep("classifier.1", Linear(self.num_classes, name="classifier.1")(x.mean(axis=(1, 2))))
         return found
 
 
@@ -249,7 +249,7 @@ def mobilenet_v2(weights: str | None = None, *, conv_impl: str = "auto") -> Mode
     variables = from_state_dict(load_state_dict(path), what=f"the weights in {path}")
     module = MobileNetV2(conv_impl=conv_impl)
     return ModelSpec(
-        name="mobilenet_v2", module=module, variables=jax.tree.map(jnp.asarray, variables),
+        name="mobilenet_v2", module=module, variables=jax.device_put(variables),
         input_shape=(224, 224, 3), layer_names=module.layer_names, preprocess=TORCH_IMAGENET,
         logits_layer="classifier.1", class_names=imagenet_class_names(), source=path,
         recipe={"zoo": "mobilenet_v2", "options": {"conv_impl": conv_impl}},

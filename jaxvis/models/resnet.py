@@ -21,13 +21,12 @@ import functools
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxvis.convert.torch_layout import Rule, apply_rules, check_against_init, conv_bn_rule, conv_rule, linear_rule
 from jaxvis.models.activations import relu
 from jaxvis.models.imagenet import imagenet_class_names
-from jaxvis.models.layers import Conv2d
+from jaxvis.models.layers import Conv2d, Linear
 from jaxvis.models.registry import register
 from jaxvis.models.spec import TORCH_IMAGENET, ModelSpec
 from jaxvis.models.torch_ops import (
@@ -136,7 +135,7 @@ class ResNet(nn.Module):
         x = adaptive_avg_pool(x, 1)
         if select.keep("avgpool", x):
             return select.found
-        select.keep("fc", nn.Dense(self.num_classes, name="fc")(flatten(x)))
+        select.keep("fc", Linear(self.num_classes, name="fc")(flatten(x)))
         return select.found
 
 
@@ -213,7 +212,7 @@ def build(depth: int, weights=None, *, conv_impl: str = "auto", seed: int = 0) -
         source = f"random init (seed {seed}): no weights given"
     module = ResNet(depth, num_classes, conv_impl)
     return ModelSpec(
-        name=f"resnet{depth}", module=module, variables=jax.tree.map(jnp.asarray, variables),
+        name=f"resnet{depth}", module=module, variables=jax.device_put(variables),
         input_shape=(224, 224, 3), layer_names=module.layer_names, preprocess=TORCH_IMAGENET, logits_layer="fc",
         class_names=imagenet_class_names() if num_classes == 1000 else None, source=source,
     )

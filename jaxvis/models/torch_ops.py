@@ -223,7 +223,7 @@ def classifier_spec(name: str, module_class, from_state_dict, *, weights, input_
         variables = random_init(module_class(), (1, minimum, minimum, 3), seed)
         source = f"random init (seed {seed}): no weights given"
     return ModelSpec(
-        name=name, module=module_class(num_classes, conv_impl), variables=jax.tree.map(jnp.asarray, variables),
+        name=name, module=module_class(num_classes, conv_impl), variables=jax.device_put(variables),
         input_shape=input_shape, layer_names=layer_names,
         preprocess=TORCH_TRANSFORM_INPUT if transform_input else TORCH_IMAGENET,
         logits_layer="fc", class_names=imagenet_class_names() if num_classes == 1000 else None, source=source,

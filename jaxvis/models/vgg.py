@@ -22,12 +22,11 @@ import functools
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from jaxvis.convert.torch_layout import apply_rules, check_against_init, conv_rule, linear_rule
 from jaxvis.models.activations import relu
 from jaxvis.models.imagenet import imagenet_class_names
-from jaxvis.models.layers import Conv2d
+from jaxvis.models.layers import Conv2d, Linear
 from jaxvis.models.registry import register
 from jaxvis.models.spec import TORCH_IMAGENET, ModelSpec
 from jaxvis.models.torch_ops import (
@@ -115,7 +114,7 @@ class TorchSequentialNet(nn.Module):
         x = flatten(x)
         for i, layer in enumerate(classifier):
             if layer[0] == "linear":
-                x = nn.Dense(layer[1] or self.num_classes, name=f"classifier.{i}")(x)
+                x = Linear(layer[1] or self.num_classes, name=f"classifier.{i}")(x)
             elif layer[0] == "relu":
                 x = relu(x, relu_redirect)
             if select.keep(f"classifier.{i}", x):
@@ -176,7 +175,7 @@ def build(arch: str, weights=None, *, conv_impl: str = "auto", seed: int = 0) ->
         source = f"random init (seed {seed}): no weights given"
     module = TorchSequentialNet(arch, num_classes, conv_impl)
     return ModelSpec(
-        name=arch, module=module, variables=jax.tree.map(jnp.asarray, variables), input_shape=(224, 224, 3),
+        name=arch, module=module, variables=jax.device_put(variables), input_shape=(224, 224, 3),
         layer_names=module.layer_names, preprocess=TORCH_IMAGENET, logits_layer=logits_layer(arch),
         class_names=imagenet_class_names() if num_classes == 1000 else None, source=source,
     )

@@ -4,7 +4,6 @@ its source, and a damaged file is one clear error."""
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

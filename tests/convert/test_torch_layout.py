@@ -9,8 +9,9 @@ import torch.nn.functional as F
 
 from jaxvis.convert.torch_layout import (
     Rule, apply_rules, batchnorm_rule, check_against_init, conv_bn_rule, conv_kernel, conv_rule,
-    flatten_tree, fold_batchnorm, linear_kernel, linear_rule, unflatten_tree,
+    flatten_tree, fold_batchnorm, linear_rule, linear_weight, unflatten_tree,
 )
+from jaxvis.convert.host_buffers import aligned_copy, is_aligned
 from jaxvis.errors import WeightFileError
 from jaxvis.models.layers import conv2d
 
@@ -30,16 +31,26 @@ def test_conv_kernel_matches_torch_conv(groups, cin, cout):
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-def test_linear_kernel_reorders_a_flattened_conv_map():
+def test_linear_weight_reorders_a_flattened_conv_map():
     c, h, w = 3, 2, 4
     fmap = torch.from_numpy(RNG.standard_normal((2, c, h, w)).astype(np.float32))
     weight = RNG.standard_normal((5, c * h * w)).astype(np.float32)
     want = torch.flatten(fmap, 1).numpy() @ weight.T
-    got = _nhwc(fmap).reshape(2, -1) @ linear_kernel(weight, chw=(c, h, w))
+    got = _nhwc(fmap).reshape(2, -1) @ linear_weight(weight, chw=(c, h, w)).T
     np.testing.assert_allclose(got, want, atol=1e-5)
-    np.testing.assert_array_equal(linear_kernel(weight), weight.T)
+    np.testing.assert_array_equal(linear_weight(weight), weight)
     with pytest.raises(ValueError, match="flattened 4x2x4"):
-        linear_kernel(weight, chw=(4, 2, 4))
+        linear_weight(weight, chw=(4, 2, 4))
+
+
+def test_layout_rules_give_aligned_arrays_and_share_what_needs_no_change():
+    weight = aligned_copy(RNG.standard_normal((6, 24)).astype(np.float32))
+    assert linear_weight(weight) is weight  # torch's layout is Linear's: no copy
+    permuted = linear_weight(weight[:, :], chw=(3, 2, 4))
+    kernel = conv_kernel(RNG.standard_normal((4, 3, 3, 3)).astype(np.float64))
+    for array in (permuted, kernel):
+        assert array.dtype == np.float32 and is_aligned(array)
+        assert not np.shares_memory(array, weight)
 
 
 def test_fold_batchnorm_equals_conv_then_eval_batchnorm():
@@ -79,7 +90,7 @@ def test_apply_rules_builds_the_tree_and_drops_num_batches_tracked():
     rules = [conv_bn_rule(("params", "conv"), "conv", "bn"), linear_rule(("params", "fc"), "fc")]
     tree = apply_rules(_state(), rules)
     assert jax.tree.map(np.shape, tree) == {
-        "params": {"conv": {"kernel": (3, 3, 3, 4), "bias": (4,)}, "fc": {"kernel": (4, 10), "bias": (10,)}}}
+        "params": {"conv": {"kernel": (3, 3, 3, 4), "bias": (4,)}, "fc": {"weight": (10, 4), "bias": (10,)}}}
     tree = apply_rules(_state(), [conv_rule(("params", "conv"), "conv", bias=False), batchnorm_rule(("bn",), "bn"),
                                   linear_rule(("params", "fc"), "fc")])
     assert set(tree) == {"params", "batch_stats"}

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxvis.models.layers import Conv2d, choose_impl, conv2d, conv_lax, conv_taps, normalize_padding
+from jaxvis.models.layers import Conv2d, Linear, choose_impl, conv2d, conv_lax, conv_taps, normalize_padding
 
 # (name, input HxW, Cin, Cout, kernel (kh, kw), stride, padding, groups)
 CASES = [
@@ -118,3 +118,21 @@ def test_padding_forms_and_bad_shapes():
         conv2d(jnp.zeros((1, 8, 8, 4)), jnp.zeros((3, 3, 3, 4)))
     with pytest.raises(ValueError, match="does not fit"):
         conv2d(jnp.zeros((1, 2, 2, 4)), jnp.zeros((5, 5, 4, 4)), impl="taps")
+
+
+def test_linear_matches_torch_linear_in_value_and_gradient():
+    import torch
+
+    rng = np.random.default_rng(3)
+    x, weight, bias = (rng.standard_normal(shape).astype(np.float32) for shape in ((4, 7), (5, 7), (5,)))
+    params = {"params": {"weight": jnp.asarray(weight), "bias": jnp.asarray(bias)}}
+    y, grad = jax.value_and_grad(lambda x: (Linear(5).apply(params, x) ** 2).sum())(jnp.asarray(x))
+    x_torch = torch.from_numpy(x).requires_grad_()
+    y_torch = (torch.nn.functional.linear(x_torch, torch.from_numpy(weight), torch.from_numpy(bias)) ** 2).sum()
+    y_torch.backward()
+    np.testing.assert_allclose(y, y_torch.item(), rtol=1e-5)
+    np.testing.assert_allclose(grad, x_torch.grad.numpy(), rtol=1e-5, atol=1e-4)  # values up to ~100
+    shapes = jax.tree.map(np.shape, Linear(5).init(jax.random.PRNGKey(0), jnp.zeros((1, 7))))
+    assert shapes == {"params": {"weight": (5, 7), "bias": (5,)}}
+    assert jax.tree.map(np.shape, Linear(5, use_bias=False).init(jax.random.PRNGKey(0), jnp.zeros((1, 7)))) == {
+        "params": {"weight": (5, 7)}}

@@ -225,7 +225,7 @@ def test_converter_names_a_wrong_shape(reference):
     state = numpy_state_dict(reference)
     state["classifier.1.weight"] = state["classifier.1.weight"][:10]
     state["classifier.1.bias"] = state["classifier.1.bias"][:10]
-    with pytest.raises(WeightFileError, match=r"classifier\.1/kernel has shape \(1280, 10\) .* but \(1280, 1000\)"):
+    with pytest.raises(WeightFileError, match=r"classifier\.1/weight has shape \(10, 1280\) .* but \(1000, 1280\)"):
         from_state_dict(state)
 
 

@@ -25,7 +25,7 @@ import pytest
 import torch
 
 import torch_zoo_reference as zoo
-from jaxvis.convert.torch_layout import linear_kernel
+from jaxvis.convert.torch_layout import linear_weight
 from jaxvis.errors import JaxvisError
 from jaxvis.models import load_model
 from jaxvis.models.mnist import MnistCNN
@@ -164,7 +164,7 @@ def test_mnist_flatten_order_is_what_makes_fc1_match(tmp_path):
     assert close(spec.module.apply(spec.variables, x, outputs=("fc1",))["fc1"], want["fc1"])[0]
 
     unpermuted = jax.tree.map(lambda a: a, spec.variables)  # a copy of the tree (the arrays are shared)
-    unpermuted["params"]["fc1"]["kernel"] = jnp.asarray(linear_kernel(model.fc1.weight.detach().numpy()))
+    unpermuted["params"]["fc1"]["weight"] = jnp.asarray(linear_weight(model.fc1.weight.detach().numpy()))
     wrong = MnistCNN().apply(unpermuted, x, outputs=("dropout1", "fc1"))
     assert close(wrong["dropout1"], want["dropout1"])[0]  # the map before the flatten is right ...
     ok, error = close(wrong["fc1"], want["fc1"])
