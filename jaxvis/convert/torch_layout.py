@@ -31,7 +31,7 @@ from jaxvis.convert.host_buffers import aligned_copy, is_aligned
 from jaxvis.errors import WeightFileError
 
 __all__ = [
-    "Rule", "apply_rules", "batchnorm", "check_against_init", "conv_kernel", "flatten_tree",
+    "Rule", "apply_rules", "batchnorm", "check_against_init", "conv_kernel", "convert_state_dict", "flatten_tree",
     "fold_batchnorm", "linear_weight", "unflatten_tree",
     "batchnorm_rule", "conv_bn_rule", "conv_rule", "linear_rule",
 ]
@@ -145,7 +145,8 @@ def _path(path: tuple[str, ...]) -> str:
     return "/".join(path)
 
 
-def check_against_init(converted: Mapping, reference_tree: Mapping, *, what: str = "the weights") -> Mapping:
+def check_against_init(converted: Mapping, reference_tree: Mapping, *, what: str = "the weights",
+                       origins: Mapping[tuple[str, ...], str] | None = None) -> Mapping:
     """Check that a converted variables tree has exactly the keys and shapes of the model's own.
 
     Args:
@@ -153,6 +154,8 @@ def check_against_init(converted: Mapping, reference_tree: Mapping, *, what: str
       reference_tree: the model's tree: `module.init(...)` or, cheaper, `jax.eval_shape(module.init, ...)`
         (leaves need only a `.shape`).
       what: how the error line names the source, e.g. the file name.
+      origins: optional `{path: "the source tensors"}` (from `convert_state_dict`), added to a
+        mismatch so the user sees the names and shapes of their own framework.
 
     Returns:
       `converted`, unchanged.
@@ -163,8 +166,10 @@ def check_against_init(converted: Mapping, reference_tree: Mapping, *, what: str
         ("unexpected"). Keys are written as `/`-joined paths, e.g. `params/features.0/kernel`.
     """
     got, want = flatten_tree(converted), flatten_tree(reference_tree)
+    origins = origins or {}
     mismatched = [
-        f"{_path(path)} has shape {tuple(np.shape(got[path]))} in {what} but {tuple(want[path].shape)} in the model"
+        f"{_path(path)} has shape {tuple(np.shape(got[path]))} in {what}"
+        + (f" (from {origins[path]})" if path in origins else "") + f" but {tuple(want[path].shape)} in the model"
         for path in want if path in got and tuple(np.shape(got[path])) != tuple(want[path].shape)
     ]
     missing = [_path(path) for path in want if path not in got]
@@ -208,6 +213,21 @@ def apply_rules(state_dict: Mapping[str, np.ndarray], rules: Iterable[Rule], *, 
       WeightFileError: one line listing the torch keys the rules need and `state_dict` lacks and the
         ones no rule uses; or naming the keys and shapes of a rule whose tensors do not fit together.
     """
+    return _apply_rules(state_dict, rules, what)[0]
+
+
+def convert_state_dict(state_dict: Mapping[str, np.ndarray], rules: Iterable[Rule], reference_tree: Mapping, *,
+                       what: str = "the weights") -> dict:
+    """`apply_rules`, then `check_against_init` against the model's tree: the whole converter of a
+    torch model. A shape mismatch names the torch tensors (key and shape) the leaf was made from,
+    e.g. `params/features.0/kernel has shape (3, 3, 3, 32) in x.pth (from features.0.weight
+    (32, 3, 3, 3)) but (3, 3, 3, 64) in the model`."""
+    variables, origins = _apply_rules(state_dict, rules, what)
+    return check_against_init(variables, reference_tree, what=what, origins=origins)
+
+
+def _apply_rules(state_dict, rules, what: str) -> tuple[dict, dict[tuple[str, ...], str]]:
+    """(variables, {leaf path: "the torch keys and shapes it came from"})."""
     rules = list(rules)
     available = {key for key in state_dict if not _ignored(key)}
     needed = [key for rule in rules for key in rule.sources if key is not None]
@@ -217,17 +237,19 @@ def apply_rules(state_dict: Mapping[str, np.ndarray], rules: Iterable[Rule], *, 
         parts = ([f"missing from the file: {_shown(missing)}"] if missing else []) + (
             [f"not used by the model: {_shown(unused)}"] if unused else [])
         raise WeightFileError(f"{what} do not fit the model: " + "; ".join(parts))
-    flat = {}
+    flat, origins = {}, {}
     for rule in rules:
         arrays = [None if key is None else state_dict[key] for key in rule.sources]
+        shapes = ", ".join(f"{key} {tuple(np.shape(a))}" for key, a in zip(rule.sources, arrays) if key)
         try:
             out = rule.fn(*arrays)
         except ValueError as err:
-            shapes = ", ".join(f"{key} {tuple(np.shape(a))}" for key, a in zip(rule.sources, arrays) if key)
             raise WeightFileError(f"{what} do not fit the model at {_path(rule.target)} ({shapes}): {err}") from None
         for leaf, array in out.items():
-            flat[rule.target + ((leaf,) if isinstance(leaf, str) else tuple(leaf))] = array
-    return unflatten_tree(flat)
+            path = rule.target + ((leaf,) if isinstance(leaf, str) else tuple(leaf))
+            flat[path] = array
+            origins[path] = shapes
+    return unflatten_tree(flat), origins
 
 
 def conv_rule(target: tuple[str, ...], prefix: str, *, bias: bool = True) -> Rule:

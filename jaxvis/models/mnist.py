@@ -22,7 +22,7 @@ import functools
 import flax.linen as nn
 import jax
 
-from jaxvis.convert.torch_layout import apply_rules, check_against_init, conv_rule, linear_rule
+from jaxvis.convert.torch_layout import conv_rule, convert_state_dict, linear_rule
 from jaxvis.errors import JaxvisError
 from jaxvis.models.activations import relu
 from jaxvis.models.layers import Conv2d, Linear
@@ -87,8 +87,7 @@ def from_state_dict(state_dict, *, num_classes: int | None = None, what: str = "
     """
     if num_classes is None:
         num_classes = linear_outputs(state_dict, "fc2.weight", default=10)
-    variables = apply_rules(state_dict, _rules(), what=what)
-    return check_against_init(variables, _init_shapes(num_classes), what=what)
+    return convert_state_dict(state_dict, _rules(), _init_shapes(num_classes), what=what)
 
 
 @functools.cache

@@ -30,7 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxvis.convert.torch_layout import apply_rules, check_against_init, conv_bn_rule, linear_rule
+from jaxvis.convert.torch_layout import conv_bn_rule, convert_state_dict, linear_rule
 from jaxvis.errors import JaxvisError, unknown_name
 from jaxvis.models.activations import relu6
 from jaxvis.models.imagenet import imagenet_class_names
@@ -208,8 +208,7 @@ def from_state_dict(state_dict, *, num_classes: int = 1000, what: str = "the wei
     Raises:
       WeightFileError: naming the torch keys missing or left over, or a key with both shapes.
     """
-    variables = apply_rules(state_dict, _rules(), what=what)
-    return check_against_init(variables, _init_shapes(num_classes), what=what)
+    return convert_state_dict(state_dict, _rules(), _init_shapes(num_classes), what=what)
 
 
 @functools.cache

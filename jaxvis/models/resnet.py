@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from jaxvis.convert.torch_layout import Rule, apply_rules, check_against_init, conv_bn_rule, conv_rule, linear_rule
+from jaxvis.convert.torch_layout import Rule, conv_bn_rule, conv_rule, convert_state_dict, linear_rule
 from jaxvis.models.activations import relu
 from jaxvis.models.imagenet import imagenet_class_names
 from jaxvis.models.layers import Conv2d, Linear
@@ -192,8 +192,7 @@ def from_state_dict(state_dict, depth: int = 50, *, num_classes: int | None = No
     """
     if num_classes is None:
         num_classes = linear_outputs(state_dict, "fc.weight")
-    variables = apply_rules(state_dict, _rules(depth), what=what)
-    return check_against_init(variables, _init_shapes(depth, num_classes), what=what)
+    return convert_state_dict(state_dict, _rules(depth), _init_shapes(depth, num_classes), what=what)
 
 
 @functools.cache

@@ -201,13 +201,12 @@ def classifier_variables(state_dict, rules, *, module_class, aux_prefixes: tuple
                          num_classes: int | None, what: str) -> dict:
     """A torchvision classifier's state_dict -> variables (NumPy): auxiliary heads dropped, `rules`
     applied, the result checked against `module_class(num_classes)`'s init tree."""
-    from jaxvis.convert.torch_layout import apply_rules, check_against_init
+    from jaxvis.convert.torch_layout import convert_state_dict
 
     state_dict = without_prefixes(state_dict, aux_prefixes)
     if num_classes is None:
         num_classes = linear_outputs(state_dict, "fc.weight")
-    variables = apply_rules(state_dict, rules, what=what)
-    return check_against_init(variables, _classifier_init_shapes(module_class, num_classes, minimum), what=what)
+    return convert_state_dict(state_dict, rules, _classifier_init_shapes(module_class, num_classes, minimum), what=what)
 
 
 def classifier_spec(name: str, module_class, from_state_dict, *, weights, input_shape: tuple[int, int, int],

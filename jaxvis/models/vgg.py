@@ -23,7 +23,7 @@ import functools
 import flax.linen as nn
 import jax
 
-from jaxvis.convert.torch_layout import apply_rules, check_against_init, conv_rule, linear_rule
+from jaxvis.convert.torch_layout import conv_rule, convert_state_dict, linear_rule
 from jaxvis.models.activations import relu
 from jaxvis.models.imagenet import imagenet_class_names
 from jaxvis.models.layers import Conv2d, Linear
@@ -154,8 +154,7 @@ def from_state_dict(state_dict, arch: str = "vgg16", *, num_classes: int | None 
     """
     if num_classes is None:
         num_classes = linear_outputs(state_dict, f"{logits_layer(arch)}.weight")
-    variables = apply_rules(state_dict, _rules(arch), what=what)
-    return check_against_init(variables, _init_shapes(arch, num_classes), what=what)
+    return convert_state_dict(state_dict, _rules(arch), _init_shapes(arch, num_classes), what=what)
 
 
 @functools.cache

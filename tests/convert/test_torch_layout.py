@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from jaxvis.convert.torch_layout import (
-    Rule, apply_rules, batchnorm_rule, check_against_init, conv_bn_rule, conv_kernel, conv_rule,
+    Rule, apply_rules, batchnorm_rule, check_against_init, conv_bn_rule, conv_kernel, conv_rule, convert_state_dict,
     flatten_tree, fold_batchnorm, linear_rule, linear_weight, unflatten_tree,
 )
 from jaxvis.convert.host_buffers import aligned_copy, is_aligned
@@ -131,3 +131,20 @@ def test_check_against_init_names_key_and_both_shapes():
 def test_rule_with_relative_paths():
     rule = Rule(("params", "x"), ("fc.bias",), lambda b: {("deep", "bias"): b})
     assert apply_rules({"fc.bias": np.ones(2)}, [rule])["params"]["x"]["deep"]["bias"].shape == (2,)
+
+
+def test_convert_state_dict_names_the_torch_tensor_of_a_mismatched_leaf():
+    reference = {"params": {"conv": {"kernel": jax.ShapeDtypeStruct((3, 3, 3, 8), jnp.float32),
+                                     "bias": jax.ShapeDtypeStruct((8,), jnp.float32)},
+                            "fc": {"weight": jax.ShapeDtypeStruct((10, 4), jnp.float32),
+                                   "bias": jax.ShapeDtypeStruct((10,), jnp.float32)}}}
+    rules = [conv_bn_rule(("params", "conv"), "conv", "bn"), linear_rule(("params", "fc"), "fc")]
+    with pytest.raises(WeightFileError) as error:
+        convert_state_dict(_state(), rules, reference, what="the weights in m.pth")
+    message = str(error.value)
+    assert "params/conv/kernel has shape (3, 3, 3, 4) in the weights in m.pth (from conv.weight (4, 3, 3, 3), " in message
+    assert "but (3, 3, 3, 8) in the model" in message and "\n" not in message
+    reference["params"]["conv"] = {"kernel": jax.ShapeDtypeStruct((3, 3, 3, 4), jnp.float32),
+                                   "bias": jax.ShapeDtypeStruct((4,), jnp.float32)}
+    tree = convert_state_dict(_state(), rules, reference)
+    assert tree["params"]["fc"]["weight"].shape == (10, 4)
