@@ -469,12 +469,16 @@ def main(argv=None) -> int:
         args.model = None
     try:
         args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
     except JaxvisError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished filters are kept; rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `jaxvis layers M | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
+        return 141
     return 0
 
 

@@ -1,5 +1,8 @@
 """The command line: files it promises, reproducibility, one-line errors."""
 
+import os
+import sys
+
 import pytest
 
 from jaxvis.cli import main
@@ -21,6 +24,18 @@ def test_models_and_layers(capsys):
     assert main(["layers", "tiny_cnn"]) == 0
     out = capsys.readouterr().out
     assert "conv2" in out and "(16, 16, 16)" in out
+
+
+def test_output_into_a_closed_pipe_ends_quietly(monkeypatch, capsys):
+    """`jaxvis layers M | head`: the reader is gone before the table is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    with os.fdopen(write_end, "w") as closed_pipe:
+        monkeypatch.setattr(sys, "stdout", closed_pipe)
+        assert main(["layers", "tiny_cnn"]) == 141
+        closed_pipe.write("flushing at exit must not fail either\n")
+        closed_pipe.flush()
+    assert "Traceback" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args,message", [
