@@ -14,7 +14,10 @@ Sections:
   in_jit_pipeline: XLA's own jitter (roll) + Gaussian blur + bicubic resize on
     8x128x128x3 inside one jit, forward and forward+backward, next to the C++
     forward on the same batch: the numbers to weigh an XLA FFI custom call against
-    one CNN step.
+    one CNN step;
+  warp: the standard transform's bilinear warp as the C++ XLA FFI custom call
+    (csrc/warp_ffi.cpp) against its pure-JAX gathers, alone and per render step of
+    the default atlas job (MobileNetV2 features.10; FFT and pixel parameterizations).
 
 Run: python benchmarks/bench_native.py [--quick]
 """
@@ -22,6 +25,7 @@ Run: python benchmarks/bench_native.py [--quick]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -244,6 +248,66 @@ def pipeline_section(batch=8, size=128, out_sizes=(141, 224)):
     return out
 
 
+def _with_warp(native_on: bool, fn):
+    """`fn` jitted with the C++ warp custom call on or off (the choice is made at trace time)."""
+    from jaxvis import transforms
+
+    jitted = jax.jit(fn)
+
+    def call(*args):
+        if native_on:
+            return jitted(*args)
+        saved, transforms._use_native_warp = transforms._use_native_warp, lambda image: False
+        try:
+            return jitted(*args)
+        finally:
+            transforms._use_native_warp = saved
+
+    return call
+
+
+def warp_section(batch=16, size=128, steps=8, quick=False):
+    """The standard transform's warp (jitter + zoom + rotation, one bilinear resampling) as the C++
+    XLA FFI custom call against its pure-JAX gather version: alone, and inside the render step of
+    the default atlas job (MobileNetV2 features.10, FFT parameterization; and pixels), per step."""
+    from jaxvis import transforms
+    from jaxvis.models import load_model
+    from jaxvis.objectives import as_objective
+    from jaxvis.render import RenderConfig, _init_params, _optimize_octave, unit_keys
+
+    if not transforms.native_warp_available():
+        return {"skipped": "the extension was built without XLA's FFI headers"}
+    rng = np.random.default_rng(3)
+    images = jax.device_put(rng.random((batch, size, size, 3), dtype=np.float32))
+    weights = jax.device_put(rng.standard_normal((batch, size, size, 3)).astype(np.float32))
+    keys = jax.random.split(jax.random.PRNGKey(0), batch)
+    warp = lambda x: jax.vmap(transforms.STANDARD)(keys, x)
+    value_and_grad = jax.value_and_grad(lambda x: jnp.sum(warp(x) * weights))
+    alone = {f"{name}_{impl}": jax_call(_with_warp(impl == "cpp", fn), images)
+             for name, fn in (("forward", warp), ("forward_backward", value_and_grad)) for impl in ("cpp", "xla")}
+    out = {"input": [batch, size, size, 3], "alone": timed_together(alone)}
+    if quick:
+        return out
+    spec = load_model("mobilenet_v2")
+    units, unit_keys_ = jnp.arange(batch), unit_keys(0, np.arange(batch))
+    objective = as_objective("features.10")
+    steps_fns = {}
+    for param in ("fft", "pixel"):
+        extra = {} if param == "fft" else {"param": "pixel", "decorrelate": False, "valid_range": "offset"}
+        config = RenderConfig(steps=steps, relu_redirect_steps=0, size=size, batch=batch, **extra)
+        params = _init_params(unit_keys_, spec=spec, config=config, size=size)
+        for impl in ("cpp", "xla"):
+            # `_optimize_octave` is jitted with the config static: a config differing in a field the
+            # step does not read (the seed; keys are passed in) gives each variant its own trace.
+            variant = config if impl == "cpp" else dataclasses.replace(config, seed=config.seed + 1)
+            step = functools.partial(_optimize_octave, first_step=0, spec=spec, objective=objective, config=variant)
+            steps_fns[f"{param}_{impl}"] = jax_call(_with_warp(impl == "cpp", step), spec.variables, params, units, unit_keys_)
+    timings = timed_together(steps_fns, min_repeats=3, max_repeats=6, budget_s=30.0)
+    out["render_step_ms"] = {name: round(t["median_ms"] / steps, 2) for name, t in timings.items()}
+    out["render_step"] = "MobileNetV2 features.10, channel objective, true ReLU gradient, Adam; ms per step"
+    return out
+
+
 def environment():
     cpu = platform.processor()
     try:
@@ -301,6 +365,7 @@ def main():
         "gaussian_blur_sigma1": blur_section(batches, "gauss"),
         "jitter_wrap": jitter_section(batches),
         "in_jit_pipeline": pipeline_section(),
+        "warp": warp_section(quick=args.quick),
         "load_average_1_5_15min_at_end": list(os.getloadavg()),
     }
     print(json.dumps(result, indent=1))

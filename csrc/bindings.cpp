@@ -13,6 +13,12 @@
 
 #include "image_kernels.hpp"
 
+#ifdef JAXVIS_WITH_XLA_FFI
+#include "xla/ffi/api/c_api.h"
+extern "C" XLA_FFI_Error* JaxvisWarpForward(XLA_FFI_CallFrame* call_frame);
+extern "C" XLA_FFI_Error* JaxvisWarpBackward(XLA_FFI_CallFrame* call_frame);
+#endif
+
 namespace py = pybind11;
 
 namespace {
@@ -120,4 +126,12 @@ PYBIND11_MODULE(_core, m) {
     m.def("gaussian_ksize_for_sigma", &jaxvis::gaussian_ksize_for_sigma, py::arg("sigma"),
           "OpenCV's kernel size for sigma when ksize = 0 (float images).");
     m.def("available_cores", &jaxvis::available_cores, "Cores the kernels use by default.");
+    m.def("warp_ffi_handlers", [] {
+        py::dict handlers;
+#ifdef JAXVIS_WITH_XLA_FFI
+        handlers["forward"] = py::capsule(reinterpret_cast<void*>(&JaxvisWarpForward));
+        handlers["backward"] = py::capsule(reinterpret_cast<void*>(&JaxvisWarpBackward));
+#endif
+        return handlers;
+    }, "XLA FFI handlers of the render step's warp on CPU ({} when built without XLA's headers).");
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from typing import Callable, Sequence
 
 import jax
@@ -118,8 +119,52 @@ def _flat_index(y, x, width: int, height: int):
     return (jnp.clip(y, 0, height - 1) * width + jnp.clip(x, 0, width - 1)).astype(jnp.int32).reshape(-1)
 
 
+@functools.cache
+def native_warp_available() -> bool:
+    """Whether the C++ warp (csrc/warp_ffi.cpp, an XLA FFI custom call) is built and registered for CPU.
+
+    On CPU `_warp` runs as that custom call: inside the render step XLA fuses the gathers of the
+    pure-JAX version with their neighbours (the stem convolution's padding forward, its 9-term
+    input gradient backward) and recomputes those per gathered element, and a custom call is a
+    fusion boundary (see benchmarks/bench_native.py's `warp` section for the measured step times).
+    The JAX version below stays the definition, the GPU / TPU path and the tests' reference."""
+    if os.environ.get("JAXVIS_NATIVE_WARP", "1") == "0":  # for comparisons: the pure-JAX warp everywhere
+        return False
+    try:
+        from jaxvis import _core
+
+        handlers = _core.warp_ffi_handlers()
+    except (ImportError, AttributeError):
+        return False
+    if not handlers:
+        return False
+    for name, handler in handlers.items():
+        jax.ffi.register_ffi_target(f"jaxvis_warp_{name}", handler, platform="cpu")
+        # Each image is warped on its own, so a batch sharded over devices stays sharded (without
+        # this, XLA's partitioner would gather the whole batch onto every device for the call).
+        if hasattr(jax.ffi, "register_ffi_target_as_batch_partitionable"):
+            jax.ffi.register_ffi_target_as_batch_partitionable(f"jaxvis_warp_{name}")
+    return True
+
+
+def _use_native_warp(image) -> bool:
+    return image.dtype == jnp.float32 and jax.default_backend() == "cpu" and native_warp_available()
+
+
+def _native_warp_call(name: str, like, *args, **attributes):
+    out = jax.ShapeDtypeStruct(like.shape, jnp.float32)
+    return jax.ffi.ffi_call(f"jaxvis_warp_{name}", out, vmap_method="broadcast_all")(*args, **attributes)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _warp(image, m, offset, cval):
+    return _warp_primal(image, m, offset, cval)
+
+
+def _warp_primal(image, m, offset, cval):
+    if _use_native_warp(image):
+        return _native_warp_call("forward", image, image, m.astype(jnp.float32), offset.astype(jnp.float32),
+                                 cval=np.float32(cval))
     return _warp_forward(image, m, offset, cval)
 
 
@@ -139,11 +184,20 @@ def _warp_forward(image, m, offset, cval):
 
 
 def _warp_fwd(image, m, offset, cval):
-    return _warp_forward(image, m, offset, cval), (m, offset, image.shape)
+    return _warp_primal(image, m, offset, cval), (m, offset, image.shape)
 
 
 def _warp_bwd(cval, residuals, g):
     m, offset, (height, width, channels) = residuals
+    if _use_native_warp(g):
+        grad = _native_warp_call("backward", g, g, m.astype(jnp.float32), offset.astype(jnp.float32))
+        return grad, jnp.zeros_like(m), jnp.zeros_like(offset)
+    return _warp_gather_gradient(m, offset, g), jnp.zeros_like(m), jnp.zeros_like(offset)
+
+
+def _warp_gather_gradient(m, offset, g):
+    """The exact transpose of `_warp_forward`, as gathers (no scatter): see the section comment."""
+    height, width, channels = g.shape
     py, px = _grid(height, width)
     det = m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]
     ry, rx = py - offset[0], px - offset[1]
@@ -159,7 +213,7 @@ def _warp_bwd(cval, residuals, g):
             sy, sx = _source(qy, qx, m, offset)
             weight = jnp.where(_inside(qy, qx, height, width), _tent(sy - py) * _tent(sx - px), 0.0)
             grad = grad + weight[..., None] * _gather_rows(flat, _flat_index(qy, qx, width, height)).reshape(height, width, channels)
-    return grad, jnp.zeros_like(m), jnp.zeros_like(offset)
+    return grad
 
 
 _warp.defvjp(_warp_fwd, _warp_bwd)

@@ -51,10 +51,12 @@ def _assert_nearly_identical(images, reference_images, what):
     """Sharded, each device runs a step on 1 image instead of 4: XLA compiles differently shaped
     programs, whose fusion and vectorization may round a few float32 operations differently
     (1 ulp). Over the Adam steps such a difference can move a pixel across an 8-bit rounding
-    boundary. Measured: 0 to 1/255, in at most 0.3% of the values, depending on the settings."""
+    boundary. Measured: 1/255 in 0.4% of the values with jitter only; 3/255 in 1.2% with the
+    standard transforms since the warp is a C++ custom call on CPU (0/255 with the pure-JAX warp:
+    `JAXVIS_NATIVE_WARP=0`), whose boundary changes how XLA fuses the ops around it."""
     difference = np.abs(images - reference_images)
     print(f"largest pixel difference, {what}: {difference.max() * 255:.0f}/255 in {(difference > 0).sum()} of {difference.size} values")
-    assert difference.max() <= 2.5 / 255 and (difference > 0).mean() < 0.01
+    assert difference.max() <= 4.5 / 255 and (difference > 0).mean() < 0.02
 
 
 def test_four_devices_match_one_device(reference, tmp_path):
@@ -89,7 +91,8 @@ def test_two_processes_make_one_atlas_equal_to_a_single_run(reference, tmp_path)
 
 
 def test_sigkill_then_rerun_equals_an_uninterrupted_run(reference, tmp_path):
-    process = _run([*ATLAS, "--out", str(tmp_path)], wait=False, devices=2)
+    # Same device count as `reference`: runs on different device counts are only nearly identical.
+    process = _run([*ATLAS, "--out", str(tmp_path)], wait=False)
     layer_dir = tmp_path / "conv3"
     deadline = time.time() + 300
     while time.time() < deadline and len(list(layer_dir.glob("filter_*.json"))) < 4:

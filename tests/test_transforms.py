@@ -72,9 +72,20 @@ def test_pad_and_compose():
         T.jitter(2)(jax.random.PRNGKey(0), image[None])
 
 
+@pytest.fixture(params=["native", "jax"])
+def warp_impl(request, monkeypatch):
+    """Run a test with the C++ custom call (CPU, when built) and with the pure-JAX gathers (the GPU path)."""
+    if request.param == "native":
+        if not (T.native_warp_available() and jax.default_backend() == "cpu"):
+            pytest.skip("the C++ warp is built for CPU only")
+    else:
+        monkeypatch.setattr(T, "_use_native_warp", lambda image: False)
+    return request.param
+
+
 @pytest.mark.parametrize("scale,angle,dy,dx", [(1.0, 0.0, 0.0, 0.0), (0.9, 10.0, 3.0, -5.0), (1.1, -7.0, -7.0, 11.0)])
-def test_warp_matches_map_coordinates_in_value_and_gradient(scale, angle, dy, dx):
-    """`warp`'s gather-only gradient equals autodiff through jax.scipy's map_coordinates (a scatter)."""
+def test_warp_matches_map_coordinates_in_value_and_gradient(scale, angle, dy, dx, warp_impl):
+    """`warp` and its scatter-free gradient equal jax.scipy's map_coordinates and its autodiff (a scatter)."""
     from jax.scipy import ndimage
 
     image = jnp.asarray(IMAGE)
@@ -95,6 +106,27 @@ def test_warp_matches_map_coordinates_in_value_and_gradient(scale, angle, dy, dx
     np.testing.assert_allclose(got, want, atol=2e-5)
     vmapped = jax.vmap(jax.grad(lambda x: jnp.sum(T.warp(x, c, s, dy, dx) * cotangent)))(jnp.stack([image, image]))
     np.testing.assert_allclose(vmapped[1], want, atol=2e-5)
+
+
+def test_native_and_jax_warps_agree_under_jit_and_nested_vmap(monkeypatch):
+    if not (T.native_warp_available() and jax.default_backend() == "cpu"):
+        pytest.skip("the C++ warp is built for CPU only")
+    rng = np.random.default_rng(2)
+    images = jnp.asarray(rng.uniform(size=(2, 3, 20, 26, 3)), jnp.float32)
+    keys = jax.random.split(jax.random.PRNGKey(0), 6).reshape(2, 3, -1)
+    cotangent = jnp.asarray(rng.standard_normal(images.shape), jnp.float32)
+
+    def value_and_grad(images):
+        loss = lambda x: jnp.sum(jax.vmap(jax.vmap(T.STANDARD))(keys, x) * cotangent)
+        return jax.jit(jax.value_and_grad(loss))(images)
+
+    native = value_and_grad(images)
+    hlo = jax.jit(jax.value_and_grad(lambda x: jnp.sum(jax.vmap(jax.vmap(T.STANDARD))(keys, x)))).lower(images).as_text()
+    assert "jaxvis_warp_forward" in hlo and "jaxvis_warp_backward" in hlo
+    monkeypatch.setattr(T, "_use_native_warp", lambda image: False)
+    pure = value_and_grad(images)
+    np.testing.assert_allclose(native[0], pure[0], rtol=1e-5)
+    np.testing.assert_allclose(native[1], pure[1], atol=1e-5)
 
 
 def test_fused_standard_equals_its_stages_away_from_the_borders():
