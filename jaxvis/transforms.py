@@ -184,11 +184,11 @@ def _warp_forward(image, m, offset, cval):
 
 
 def _warp_fwd(image, m, offset, cval):
-    return _warp_primal(image, m, offset, cval), (m, offset, image.shape)
+    return _warp_primal(image, m, offset, cval), (m, offset)
 
 
 def _warp_bwd(cval, residuals, g):
-    m, offset, (height, width, channels) = residuals
+    m, offset = residuals
     if _use_native_warp(g):
         grad = _native_warp_call("backward", g, g, m.astype(jnp.float32), offset.astype(jnp.float32))
         return grad, jnp.zeros_like(m), jnp.zeros_like(offset)

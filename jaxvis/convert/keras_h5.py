@@ -45,6 +45,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from jaxvis.convert.host_buffers import aligned_empty
 from jaxvis.errors import JaxvisError, WeightFileError, unknown_name
 
 __all__ = ["KerasFile", "load_keras", "read_keras_file", "variables_for_graph"]
@@ -67,23 +68,12 @@ def _one_line(err: BaseException) -> str:
 # Reading arrays.
 
 
-_ALIGN = 64  # bytes: XLA's CPU client wraps 64-byte-aligned host arrays without copying them
-
-
-def _aligned_empty(shape, dtype=np.float32) -> np.ndarray:
-    """An uninitialized C-contiguous array whose data starts on a 64-byte boundary."""
-    count = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-    buffer = np.empty(count + _ALIGN, np.uint8)
-    offset = (-buffer.ctypes.data) % _ALIGN
-    return buffer[offset:offset + count].view(dtype).reshape(shape)
-
-
 def _to_f32(dataset) -> np.ndarray:
     """A dataset's values as a 64-byte-aligned float32 array, so `jax.device_put` on CPU need not copy it.
 
     bfloat16 (which Keras 3 stores as 2-byte opaque values, attribute dtype="bfloat16") is widened.
     """
-    out = _aligned_empty(dataset.shape)
+    out = aligned_empty(dataset.shape)
     if out.size == 0:
         return out
     if dataset.attrs.get("dtype") in ("bfloat16", b"bfloat16") or (dataset.dtype.kind == "V" and dataset.dtype.itemsize == 2):
