@@ -387,25 +387,17 @@ def _to_array(rec: _TensorRecord, byteorder: str) -> np.ndarray:
             raise _Corrupt(f"storage {rec.storage.blob.key!r} holds {len(data)} bytes, but a tensor of shape "
                            f"{rec.size} at offset {rec.offset} needs {end}")
         flat = np.frombuffer(data, np.uint8, count=end - first, offset=first).view(stored)
-        contiguous = all(s == c for n, s, c in zip(rec.size, rec.stride, _c_strides(rec.size)) if n > 1)
-        if contiguous and stored.isnative and dtype.widen is None and not (rec.conj or rec.neg) and flat.flags.writeable:
-            return flat.reshape(rec.size)
         strides = tuple(s * item for s in rec.stride)
-        out = _finish(np.lib.stride_tricks.as_strided(flat, rec.size, strides, writeable=False), dtype)
+        view = np.lib.stride_tricks.as_strided(flat, rec.size, strides, writeable=flat.flags.writeable)
+        if view.flags.c_contiguous and view.flags.writeable and stored.isnative and dtype.widen is None \
+                and not (rec.conj or rec.neg):
+            return view
+        out = _finish(view, dtype)
     if rec.conj:
         np.conjugate(out, out=out)
     if rec.neg:
         np.negative(out, out=out)
     return out
-
-
-def _c_strides(size: tuple) -> tuple:
-    """The element strides of a C-contiguous array of shape `size`."""
-    strides, step = [], 1
-    for n in reversed(size):
-        strides.append(step)
-        step *= n
-    return tuple(reversed(strides))
 
 
 def _materialize(obj, byteorder: str, memo: dict):
