@@ -26,11 +26,16 @@ import jax.numpy as jnp
 TRUE, REDIRECT, GUIDED, RECTIFIED = 0.0, 1.0, 2.0, 3.0
 
 
-def _per_item_any(mask):
-    """True for each batch item where mask has any True (reduce over all but the first axis)."""
-    if mask.ndim == 0:
-        return mask
-    return jnp.any(mask.reshape(mask.shape[0], -1), axis=1).reshape((-1,) + (1,) * (mask.ndim - 1))
+def _per_item_nonzero(values):
+    """True for each batch item where `values` has a nonzero entry (reduce over all but the first axis).
+
+    A max of |values|, not `jnp.any(values != 0)`: XLA CPU reduces a boolean tensor several times
+    slower than a float one (a [16,64,64,96] map: ~13 ms against ~4 ms), and the redirected
+    gradient does this reduction in every ReLU of every redirected step."""
+    if values.ndim == 0:
+        return values != 0
+    magnitude = jnp.max(jnp.abs(values).reshape(values.shape[0], -1), axis=1)
+    return (magnitude > 0).reshape((-1,) + (1,) * (values.ndim - 1))
 
 
 def _gradient(mode, g, x, upper=None):
@@ -51,7 +56,7 @@ def _gradient(mode, g, x, upper=None):
         pushed = (x <= 0) & (g < 0)
         if upper is not None:
             pushed = pushed | ((x >= upper) & (g > 0))
-        return jnp.where(_per_item_any(kept != 0), kept, jnp.where(pushed, g, 0))
+        return jnp.where(_per_item_nonzero(kept), kept, jnp.where(pushed, g, 0))
 
     def guided(g, x):
         return jnp.where(active(x) & (g > 0), g, 0)
