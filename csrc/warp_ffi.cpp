@@ -74,34 +74,82 @@ inline bool inside(std::int64_t y, std::int64_t x, const Layout& l) {
     return y >= 0 && y < l.height && x >= 0 && x < l.width;
 }
 
+// Output rows [y0, y1) of one image. kChannels > 0 fixes the channel count at compile time (RGB
+// and gray, the common cases, get unrolled channel loops: ~3x faster); 0 reads it from `l`.
+// Samples whose four corners are all inside take a branch-free path; the rest read cval outside.
+template <int kChannels>
+void forward_rows(const float* src, float* dst, const float* m, const float* offset, const Layout& l,
+                  float cval, std::int64_t y0, std::int64_t y1) {
+    const std::int64_t channels = kChannels > 0 ? kChannels : l.channels;
+    const std::int64_t row = l.width * channels;
+    for (std::int64_t qy = y0; qy < y1; ++qy) {
+        float* o = dst + qy * row;
+        for (std::int64_t qx = 0; qx < l.width; ++qx, o += channels) {
+            const Sample s = sample_at(m, offset, static_cast<float>(qy), static_cast<float>(qx));
+            const float a = 1 - s.wy, b = s.wy, c0 = 1 - s.wx, c1 = s.wx;
+            if (s.y0 >= 0 && s.y0 + 1 < l.height && s.x0 >= 0 && s.x0 + 1 < l.width) {
+                const float* p = src + (s.y0 * l.width + s.x0) * channels;
+                for (std::int64_t c = 0; c < channels; ++c)
+                    o[c] = a * (c0 * p[c] + c1 * p[c + channels]) + b * (c0 * p[c + row] + c1 * p[c + row + channels]);
+                continue;
+            }
+            const float* corner[4];
+            for (int k = 0; k < 4; ++k) {
+                const std::int64_t y = s.y0 + k / 2, x = s.x0 + k % 2;
+                corner[k] = inside(y, x, l) ? src + (y * l.width + x) * channels : nullptr;
+            }
+            for (std::int64_t c = 0; c < channels; ++c) {
+                float v[4];
+                for (int k = 0; k < 4; ++k) v[k] = corner[k] ? corner[k][c] : cval;
+                o[c] = a * (c0 * v[0] + c1 * v[1]) + b * (c0 * v[2] + c1 * v[3]);
+            }
+        }
+    }
+}
+
+// The adjoint for one whole image (a sample scatters into any row): grad = 0, then every output
+// pixel adds its weighted cotangent to its four corners, in a fixed order (deterministic).
+template <int kChannels>
+void backward_image(const float* g, float* grad, const float* m, const float* offset, const Layout& l) {
+    const std::int64_t channels = kChannels > 0 ? kChannels : l.channels;
+    const std::int64_t row = l.width * channels;
+    std::fill(grad, grad + l.height * row, 0.0f);
+    for (std::int64_t qy = 0; qy < l.height; ++qy) {
+        const float* gq = g + qy * row;
+        for (std::int64_t qx = 0; qx < l.width; ++qx, gq += channels) {
+            const Sample s = sample_at(m, offset, static_cast<float>(qy), static_cast<float>(qx));
+            if (s.y0 >= 0 && s.y0 + 1 < l.height && s.x0 >= 0 && s.x0 + 1 < l.width) {
+                float* d = grad + (s.y0 * l.width + s.x0) * channels;
+                for (std::int64_t c = 0; c < channels; ++c) {
+                    const float v = gq[c];
+                    d[c] += s.w[0] * v;
+                    d[c + channels] += s.w[1] * v;
+                    d[c + row] += s.w[2] * v;
+                    d[c + row + channels] += s.w[3] * v;
+                }
+                continue;
+            }
+            for (int k = 0; k < 4; ++k) {
+                const std::int64_t y = s.y0 + k / 2, x = s.x0 + k % 2;
+                if (!inside(y, x, l)) continue;
+                float* d = grad + (y * l.width + x) * channels;
+                for (std::int64_t c = 0; c < channels; ++c) d[c] += s.w[k] * gq[c];
+            }
+        }
+    }
+}
+
 ffi::Error WarpForwardImpl(ffi::Buffer<ffi::F32> image, ffi::Buffer<ffi::F32> m,
                            ffi::Buffer<ffi::F32> offset, float cval,
                            ffi::ResultBuffer<ffi::F32> out) {
     Layout l;
     if (auto error = layout_of(image, m, offset, &l); error.failure()) return error;
     const std::int64_t plane = l.height * l.width * l.channels;
+    const auto rows = l.channels == 3 ? forward_rows<3> : l.channels == 1 ? forward_rows<1> : forward_rows<0>;
     // Output rows are independent: split them over the cores (XLA runs a custom call on one thread).
     jaxvis::parallel_rows(l.images, l.height, l.width * l.channels, 0, [&](std::int64_t b, std::int64_t y0, std::int64_t y1) {
-        const float* src = image.typed_data() + b * plane;
-        float* dst = out->typed_data() + b * plane;
-        const float* mb = m.typed_data() + 4 * b;
-        const float* ob = offset.typed_data() + 2 * b;
-        for (std::int64_t qy = y0; qy < y1; ++qy) {
-            for (std::int64_t qx = 0; qx < l.width; ++qx) {
-                const Sample s = sample_at(mb, ob, static_cast<float>(qy), static_cast<float>(qx));
-                const float* corner[4];
-                for (int k = 0; k < 4; ++k) {
-                    const std::int64_t y = s.y0 + k / 2, x = s.x0 + k % 2;
-                    corner[k] = inside(y, x, l) ? src + (y * l.width + x) * l.channels : nullptr;
-                }
-                float* o = dst + (qy * l.width + qx) * l.channels;
-                for (std::int64_t c = 0; c < l.channels; ++c) {
-                    float v[4];
-                    for (int k = 0; k < 4; ++k) v[k] = corner[k] ? corner[k][c] : cval;
-                    o[c] = (1 - s.wy) * ((1 - s.wx) * v[0] + s.wx * v[1]) + s.wy * ((1 - s.wx) * v[2] + s.wx * v[3]);
-                }
-            }
-        }
+        rows(image.typed_data() + b * plane, out->typed_data() + b * plane, m.typed_data() + 4 * b,
+             offset.typed_data() + 2 * b, l, cval, y0, y1);
     });
     return ffi::Error::Success();
 }
@@ -111,26 +159,11 @@ ffi::Error WarpBackwardImpl(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> m,
     Layout l;
     if (auto error = layout_of(g, m, offset, &l); error.failure()) return error;
     const std::int64_t plane = l.height * l.width * l.channels;
-    float* all = grad->typed_data();
+    const auto image = l.channels == 3 ? backward_image<3> : l.channels == 1 ? backward_image<1> : backward_image<0>;
     // A sample scatters into any row of its image, so the split is by whole images.
     jaxvis::parallel_rows(l.images, 1, plane, 0, [&](std::int64_t b, std::int64_t, std::int64_t) {
-        const float* gb = g.typed_data() + b * plane;
-        float* db = all + b * plane;
-        std::fill(db, db + plane, 0.0f);
-        const float* mb = m.typed_data() + 4 * b;
-        const float* ob = offset.typed_data() + 2 * b;
-        for (std::int64_t qy = 0; qy < l.height; ++qy) {
-            for (std::int64_t qx = 0; qx < l.width; ++qx) {
-                const Sample s = sample_at(mb, ob, static_cast<float>(qy), static_cast<float>(qx));
-                const float* gq = gb + (qy * l.width + qx) * l.channels;
-                for (int k = 0; k < 4; ++k) {
-                    const std::int64_t y = s.y0 + k / 2, x = s.x0 + k % 2;
-                    if (!inside(y, x, l)) continue;
-                    float* d = db + (y * l.width + x) * l.channels;
-                    for (std::int64_t c = 0; c < l.channels; ++c) d[c] += s.w[k] * gq[c];
-                }
-            }
-        }
+        image(g.typed_data() + b * plane, grad->typed_data() + b * plane, m.typed_data() + 4 * b,
+              offset.typed_data() + 2 * b, l);
     });
     return ffi::Error::Success();
 }

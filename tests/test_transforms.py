@@ -108,11 +108,12 @@ def test_warp_matches_map_coordinates_in_value_and_gradient(scale, angle, dy, dx
     np.testing.assert_allclose(vmapped[1], want, atol=2e-5)
 
 
-def test_native_and_jax_warps_agree_under_jit_and_nested_vmap(monkeypatch):
+@pytest.mark.parametrize("channels", [3, 1, 2])  # the C++ unrolls 3 and 1; others take its generic loop
+def test_native_and_jax_warps_agree_under_jit_and_nested_vmap(monkeypatch, channels):
     if not (T.native_warp_available() and jax.default_backend() == "cpu"):
         pytest.skip("the C++ warp is built for CPU only")
     rng = np.random.default_rng(2)
-    images = jnp.asarray(rng.uniform(size=(2, 3, 20, 26, 3)), jnp.float32)
+    images = jnp.asarray(rng.uniform(size=(2, 3, 20, 26, channels)), jnp.float32)
     keys = jax.random.split(jax.random.PRNGKey(0), 6).reshape(2, 3, -1)
     cotangent = jnp.asarray(rng.standard_normal(images.shape), jnp.float32)
 
