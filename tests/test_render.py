@@ -54,10 +54,25 @@ def test_rendering_raises_the_score_and_each_filter_prefers_its_own(spec):
 
 def test_octaves_and_output_range(spec):
     config = RenderConfig(size=40, steps=6, octaves=3, octave_scale=1.25, octave_blur=3, batch=2)
-    assert config.octave_sizes() == (26, 32, 40)
+    assert config.octave_sizes() == (24, 32, 40)  # 25.6: 26 = 2 x 13 is FFT-unfriendly, 24 is nearest
     result = render(spec, "conv1", [0, 1], config, progress=False)
     assert result.images.shape == (2, 40, 40, 3) and result.images.dtype == np.float32
     assert 0 <= result.images.min() and result.images.max() <= 1
+
+
+def test_fft_octave_sizes_avoid_large_prime_factors():
+    """The FFT parameterization's computed octave sizes have no prime factor above 7 (106 = 2 x 53 made
+    the first octave's FFT ~3x slower); pixel sizes and the requested final size are as computed."""
+    assert RenderConfig(size=128, octaves=2).octave_sizes() == (108, 128)
+    assert RenderConfig(size=128, octaves=2, param="pixel").octave_sizes() == (106, 128)
+    assert RenderConfig(size=2 * 53, octaves=2).octave_sizes() == (90, 106)  # 88.3 -> 90 (88 = 8 x 11); the size asked for is kept
+    for config in (RenderConfig(size=512, octaves=8), RenderConfig(start_size=56, octaves=12)):
+        for size in config.octave_sizes()[:-1] if config.start_size is None else config.octave_sizes():
+            odd = size
+            for prime in (2, 3, 5, 7):
+                while odd % prime == 0:
+                    odd //= prime
+            assert odd == 1 and size % 2 == 0, (config, size)
 
 
 def test_seed_000_recipe_is_reachable(spec):
