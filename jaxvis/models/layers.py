@@ -237,14 +237,14 @@ def conv_taps(x, kernel, *, stride=1, padding: Padding = 0, groups: int = 1):
     stride, padding = _pair(stride, "stride"), normalize_padding(padding)
     if is_depthwise(kernel.shape, groups) and cout == groups:
         return _depthwise(x, kernel, stride, padding)
+    if groups == 1 and kh * kw > 1:
+        return _im2col(x, kernel, stride, padding)
     _, taps = _taps(x, kh, kw, stride, padding)
     if is_depthwise(kernel.shape, groups):  # channel multiplier > 1: autodiff of the slices
         return _multiply_add([jnp.repeat(tap, cout // groups, axis=-1) for tap in taps], kernel)
-    if groups == 1 and len(taps) > 1:
-        return _im2col(x, kernel, stride, padding)
     cols = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)  # channels ordered (tap, cin)
     weights = kernel.reshape(kh * kw * cin_per_group, cout)
-    if groups == 1:
+    if groups == 1:  # 1x1
         return jnp.einsum("bhwk,ko->bhwo", cols, weights)
     b, h, w, _ = cols.shape
     cols = cols.reshape(b, h, w, kh * kw, groups, cin_per_group).swapaxes(3, 4).reshape(b, h, w, groups, -1)
