@@ -176,14 +176,21 @@ def _init_params(keys, *, spec: ModelSpec, config: RenderConfig, size: int):
     return jax.tree.map(lambda leaf: leaf[:, 0], jax.vmap(one)(init_keys))
 
 
-@jax.jit(static_argnames=("spec", "objective", "config", "first_step"))
-def _optimize_octave(variables, params, units, keys, *, first_step: int, spec: ModelSpec, objective: Objective, config: RenderConfig):
-    """`config.steps` steps of gradient ascent on a batch, inside `lax.scan`.
+@jax.jit(static_argnames=("spec", "objective", "config", "first_step", "upscale_to", "finish"))
+def _optimize_octave(variables, params, units, keys, *, first_step: int, spec: ModelSpec, objective: Objective,
+                     config: RenderConfig, upscale_to: int | None = None, finish: bool = False):
+    """`config.steps` steps of gradient ascent on a batch, inside `lax.scan`; returns the new params.
+
+    `upscale_to`: first resize the params' images to this size (`_upscale`); `finish`: return
+    `_finish`'s (images, scores) instead of params. Both run in the octave's own program, which
+    saves a program launch each (with its fresh buffers: ~30-40 ms per launch on CPU, measured).
 
     The steps that use lucid's redirected ReLU gradient and those that use the true one run as two
     scans with the gradient mode a compile-time constant: a traced mode puts a conditional in every
     ReLU's backward pass, which measured ~20% slower per step on CPU. `first_step` is static, which
     costs no extra compilation: each octave has its own image size anyway."""
+    if upscale_to is not None:
+        params = _upscale(params, config=config, size=upscale_to)
     param = make_param(config)
     transform = transforms.NAMED[config.transforms]
     optimizer = OPTIMIZERS[config.optimizer](config.learning_rate, config.weight_decay)
@@ -211,6 +218,8 @@ def _optimize_octave(variables, params, units, keys, *, first_step: int, spec: M
         if stop > start:
             steps = first_step + jnp.arange(start, stop, dtype=jnp.int32)
             carry, _ = jax.lax.scan(steps_with(redirect), carry, steps)
+    if finish:
+        return _finish(variables, carry[0], units, spec=spec, objective=objective, config=config)
     return carry[0]
 
 
@@ -302,12 +311,11 @@ def _render_chunk(spec, variables, objective, chunk, config, sizes, bar, shardin
         units, keys = jax.device_put(units, shardings[0]), jax.device_put(keys, shardings[0])
     params = _init_params(keys, spec=spec, config=config, size=sizes[0])
     for octave, size in enumerate(sizes):
-        if octave:
-            params = _upscale(params, config=config, size=size)
         params = _optimize_octave(variables, params, units, keys, first_step=octave * config.steps,
-                                  spec=spec, objective=objective, config=config)
+                                  spec=spec, objective=objective, config=config,
+                                  upscale_to=size if octave else None, finish=octave == len(sizes) - 1)
         bar.update(1)
-    images, scores = _finish(variables, params, units, spec=spec, objective=objective, config=config)
+    images, scores = params
     return RenderResult(np.asarray(images)[:count], np.asarray(scores)[:count], chunk)
 
 
