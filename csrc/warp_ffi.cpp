@@ -1,9 +1,10 @@
 // XLA FFI handlers for the render step's bilinear warp (jaxvis.transforms.warp) on CPU.
 //
-// Why C++ here: inside the jitted step XLA fuses the warp's gathers with their neighbours (the
-// stem convolution's padding in the forward pass, its 9-term input gradient in the backward
-// pass) and recomputes those for every gathered element; a custom call is a fusion boundary, and
-// the exact adjoint of bilinear sampling is a plain scatter-add, which is cheap in a serial loop.
+// Why C++ here: inside the jitted step XLA fuses the JAX warp's gathers into their consumers (the
+// stem convolution's padding in the forward pass, the colour mixing's gradient in the backward
+// pass) and recomputes them there; a custom call is a fusion boundary, and the exact adjoint of
+// bilinear sampling is a plain scatter-add, which is cheap in a serial loop. Per render step of
+// the default job (16 images, 128 px): 38.9 ms against 47.7 ms with the JAX warp.
 //
 // Both handlers take image-shaped buffers [..., H, W, C] (any leading batch dims, as vmap makes
 // them), m [..., 2, 2] and offset [..., 2], one per image, and follow transforms._warp exactly:
@@ -38,13 +39,6 @@ ffi::Error layout_of(ffi::Buffer<ffi::F32>& image, ffi::Buffer<ffi::F32>& m,
     return ffi::Error::Success();
 }
 
-// The four corners of the sample of output pixel (qy, qx) and their bilinear weights.
-struct Sample {
-    std::int64_t y0, x0;
-    float wy, wx;
-    float w[4];  // (y0, x0), (y0, x0 + 1), (y0 + 1, x0), (y0 + 1, x0 + 1)
-};
-
 // floor for |x| < 2^31: std::floor is a libm call on baseline x86-64 (no SSE4.1 `roundss`), which
 // made the whole warp ~2x slower. Sample positions lie within a few image sizes of the image.
 inline float floor_of(float x) {
@@ -52,22 +46,30 @@ inline float floor_of(float x) {
     return t > x ? t - 1.0f : t;
 }
 
-inline Sample sample_at(const float* m, const float* offset, float qy, float qx) {
-    // The same operations, in the same order, as transforms._source and _warp_forward.
-    const float sy = m[0] * qy + m[1] * qx + offset[0];
-    const float sx = m[2] * qy + m[3] * qx + offset[1];
-    const float fy = floor_of(sy), fx = floor_of(sx);
-    const float wy = sy - fy, wx = sx - fx;
-    Sample s;
-    s.y0 = static_cast<std::int64_t>(fy);
-    s.x0 = static_cast<std::int64_t>(fx);
-    s.wy = wy;
-    s.wx = wx;
-    s.w[0] = (1 - wy) * (1 - wx);
-    s.w[1] = (1 - wy) * wx;
-    s.w[2] = wy * (1 - wx);
-    s.w[3] = wy * wx;
-    return s;
+// Samples of output pixels (qy, qx0 .. qx0 + n - 1): the top-left corner (y0, x0) of each and its
+// bilinear fractions (wy, wx), by the same operations, in the same order, as transforms._source and
+// _warp_forward. Plain loops over arrays, which the compiler vectorizes: computed per pixel inside
+// the interpolation loop, this arithmetic took ~25% of the forward warp's time.
+constexpr int kBlock = 64;
+
+struct SampleBlock {
+    std::int32_t y0[kBlock], x0[kBlock];
+    float wy[kBlock], wx[kBlock];
+};
+
+inline void samples_of_block(const float* m, const float* offset, float qy, std::int64_t qx0, int n, SampleBlock* b) {
+    const float m0 = m[0], m1 = m[1], m2 = m[2], m3 = m[3], o0 = offset[0], o1 = offset[1];
+    const float first = static_cast<float>(qx0);
+    for (int i = 0; i < n; ++i) {
+        const float qx = first + static_cast<float>(i);  // exact: image widths are far below 2^24
+        const float sy = m0 * qy + m1 * qx + o0;
+        const float sx = m2 * qy + m3 * qx + o1;
+        const float fy = floor_of(sy), fx = floor_of(sx);
+        b->y0[i] = static_cast<std::int32_t>(fy);
+        b->x0[i] = static_cast<std::int32_t>(fx);
+        b->wy[i] = sy - fy;
+        b->wx[i] = sx - fx;
+    }
 }
 
 inline bool inside(std::int64_t y, std::int64_t x, const Layout& l) {
@@ -78,30 +80,35 @@ inline bool inside(std::int64_t y, std::int64_t x, const Layout& l) {
 // and gray, the common cases, get unrolled channel loops: ~3x faster); 0 reads it from `l`.
 // Samples whose four corners are all inside take a branch-free path; the rest read cval outside.
 template <int kChannels>
-void forward_rows(const float* src, float* dst, const float* m, const float* offset, const Layout& l,
-                  float cval, std::int64_t y0, std::int64_t y1) {
+void forward_rows(const float* __restrict__ src, float* __restrict__ dst, const float* m, const float* offset,
+                  const Layout& l, float cval, std::int64_t y0, std::int64_t y1) {
     const std::int64_t channels = kChannels > 0 ? kChannels : l.channels;
     const std::int64_t row = l.width * channels;
+    SampleBlock block;
     for (std::int64_t qy = y0; qy < y1; ++qy) {
         float* o = dst + qy * row;
-        for (std::int64_t qx = 0; qx < l.width; ++qx, o += channels) {
-            const Sample s = sample_at(m, offset, static_cast<float>(qy), static_cast<float>(qx));
-            const float a = 1 - s.wy, b = s.wy, c0 = 1 - s.wx, c1 = s.wx;
-            if (s.y0 >= 0 && s.y0 + 1 < l.height && s.x0 >= 0 && s.x0 + 1 < l.width) {
-                const float* p = src + (s.y0 * l.width + s.x0) * channels;
-                for (std::int64_t c = 0; c < channels; ++c)
-                    o[c] = a * (c0 * p[c] + c1 * p[c + channels]) + b * (c0 * p[c + row] + c1 * p[c + row + channels]);
-                continue;
-            }
-            const float* corner[4];
-            for (int k = 0; k < 4; ++k) {
-                const std::int64_t y = s.y0 + k / 2, x = s.x0 + k % 2;
-                corner[k] = inside(y, x, l) ? src + (y * l.width + x) * channels : nullptr;
-            }
-            for (std::int64_t c = 0; c < channels; ++c) {
-                float v[4];
-                for (int k = 0; k < 4; ++k) v[k] = corner[k] ? corner[k][c] : cval;
-                o[c] = a * (c0 * v[0] + c1 * v[1]) + b * (c0 * v[2] + c1 * v[3]);
+        for (std::int64_t qx0 = 0; qx0 < l.width; qx0 += kBlock) {
+            const int n = static_cast<int>(std::min<std::int64_t>(kBlock, l.width - qx0));
+            samples_of_block(m, offset, static_cast<float>(qy), qx0, n, &block);
+            for (int i = 0; i < n; ++i, o += channels) {
+                const std::int64_t sy0 = block.y0[i], sx0 = block.x0[i];
+                const float a = 1 - block.wy[i], b = block.wy[i], c0 = 1 - block.wx[i], c1 = block.wx[i];
+                if (sy0 >= 0 && sy0 + 1 < l.height && sx0 >= 0 && sx0 + 1 < l.width) {
+                    const float* p = src + (sy0 * l.width + sx0) * channels;
+                    for (std::int64_t c = 0; c < channels; ++c)
+                        o[c] = a * (c0 * p[c] + c1 * p[c + channels]) + b * (c0 * p[c + row] + c1 * p[c + row + channels]);
+                    continue;
+                }
+                const float* corner[4];
+                for (int k = 0; k < 4; ++k) {
+                    const std::int64_t y = sy0 + k / 2, x = sx0 + k % 2;
+                    corner[k] = inside(y, x, l) ? src + (y * l.width + x) * channels : nullptr;
+                }
+                for (std::int64_t c = 0; c < channels; ++c) {
+                    float v[4];
+                    for (int k = 0; k < 4; ++k) v[k] = corner[k] ? corner[k][c] : cval;
+                    o[c] = a * (c0 * v[0] + c1 * v[1]) + b * (c0 * v[2] + c1 * v[3]);
+                }
             }
         }
     }
@@ -109,33 +116,79 @@ void forward_rows(const float* src, float* dst, const float* m, const float* off
 
 // The adjoint for one whole image (a sample scatters into any row): grad = 0, then every output
 // pixel adds its weighted cotangent to its four corners, in a fixed order (deterministic).
+// Neighbouring samples of a row usually share a column of corners (x0 advances by one), so the
+// right column's contributions wait in registers and are added together with the next sample's
+// left column: half the read-modify-writes, and none that reloads a value just stored (that
+// store-to-load chain made the plain scatter ~2x slower).
 template <int kChannels>
-void backward_image(const float* g, float* grad, const float* m, const float* offset, const Layout& l) {
+void backward_image(const float* __restrict__ g, float* __restrict__ grad, const float* m, const float* offset,
+                    const Layout& l) {
+    constexpr int kMaxPending = kChannels > 0 ? kChannels : 1;
     const std::int64_t channels = kChannels > 0 ? kChannels : l.channels;
     const std::int64_t row = l.width * channels;
     std::fill(grad, grad + l.height * row, 0.0f);
+    SampleBlock block;
     for (std::int64_t qy = 0; qy < l.height; ++qy) {
         const float* gq = g + qy * row;
-        for (std::int64_t qx = 0; qx < l.width; ++qx, gq += channels) {
-            const Sample s = sample_at(m, offset, static_cast<float>(qy), static_cast<float>(qx));
-            if (s.y0 >= 0 && s.y0 + 1 < l.height && s.x0 >= 0 && s.x0 + 1 < l.width) {
-                float* d = grad + (s.y0 * l.width + s.x0) * channels;
-                for (std::int64_t c = 0; c < channels; ++c) {
-                    const float v = gq[c];
-                    d[c] += s.w[0] * v;
-                    d[c + channels] += s.w[1] * v;
-                    d[c + row] += s.w[2] * v;
-                    d[c + row + channels] += s.w[3] * v;
-                }
-                continue;
+        float* pending = nullptr;  // the top corner of the waiting right column (fixed channel counts only)
+        float top[kMaxPending], bottom[kMaxPending];
+        auto flush = [&]() {
+            if (!pending) return;
+            for (int c = 0; c < kMaxPending; ++c) {
+                pending[c] += top[c];
+                pending[c + row] += bottom[c];
             }
-            for (int k = 0; k < 4; ++k) {
-                const std::int64_t y = s.y0 + k / 2, x = s.x0 + k % 2;
-                if (!inside(y, x, l)) continue;
-                float* d = grad + (y * l.width + x) * channels;
-                for (std::int64_t c = 0; c < channels; ++c) d[c] += s.w[k] * gq[c];
+            pending = nullptr;
+        };
+        for (std::int64_t qx0 = 0; qx0 < l.width; qx0 += kBlock) {
+            const int n = static_cast<int>(std::min<std::int64_t>(kBlock, l.width - qx0));
+            samples_of_block(m, offset, static_cast<float>(qy), qx0, n, &block);
+            for (int i = 0; i < n; ++i, gq += channels) {
+                const std::int64_t sy0 = block.y0[i], sx0 = block.x0[i];
+                const float wy = block.wy[i], wx = block.wx[i];
+                const float w[4] = {(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx};
+                if (sy0 >= 0 && sy0 + 1 < l.height && sx0 >= 0 && sx0 + 1 < l.width) {
+                    float* d = grad + (sy0 * l.width + sx0) * channels;
+                    if (kChannels > 0) {
+                        if (d == pending) {
+                            for (int c = 0; c < kMaxPending; ++c) {
+                                d[c] += top[c] + w[0] * gq[c];
+                                d[c + row] += bottom[c] + w[2] * gq[c];
+                            }
+                            pending = nullptr;
+                        } else {
+                            flush();
+                            for (int c = 0; c < kMaxPending; ++c) {
+                                d[c] += w[0] * gq[c];
+                                d[c + row] += w[2] * gq[c];
+                            }
+                        }
+                        for (int c = 0; c < kMaxPending; ++c) {
+                            top[c] = w[1] * gq[c];
+                            bottom[c] = w[3] * gq[c];
+                        }
+                        pending = d + channels;
+                        continue;
+                    }
+                    for (std::int64_t c = 0; c < channels; ++c) {
+                        const float v = gq[c];
+                        d[c] += w[0] * v;
+                        d[c + channels] += w[1] * v;
+                        d[c + row] += w[2] * v;
+                        d[c + row + channels] += w[3] * v;
+                    }
+                    continue;
+                }
+                flush();
+                for (int k = 0; k < 4; ++k) {
+                    const std::int64_t y = sy0 + k / 2, x = sx0 + k % 2;
+                    if (!inside(y, x, l)) continue;
+                    float* d = grad + (y * l.width + x) * channels;
+                    for (std::int64_t c = 0; c < channels; ++c) d[c] += w[k] * gq[c];
+                }
             }
         }
+        flush();
     }
 }
 
