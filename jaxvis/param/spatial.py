@@ -44,6 +44,25 @@ def spectral_scale(height: int, width: int, decay_power: float) -> np.ndarray:
 _FFT_OUTPUT_DIVISOR = 4.0
 
 
+@jax.custom_vjp
+def _complex_from_pairs(pairs):
+    """[..., 2] (real, imaginary) pairs -> complex [...]. Its gradient is written as one stacked
+    array: autodiff's (each part's gradient padded to the pairs' shape, then summed) cost two
+    extra passes over the params in every render step."""
+    return jax.lax.complex(pairs[..., 0], pairs[..., 1])
+
+
+def _complex_from_pairs_fwd(pairs):
+    return _complex_from_pairs(pairs), None
+
+
+def _complex_from_pairs_bwd(_, g):
+    return (jnp.stack([jnp.real(g), -jnp.imag(g)], axis=-1),)  # lax.complex's transpose: (re g, -im g)
+
+
+_complex_from_pairs.defvjp(_complex_from_pairs_fwd, _complex_from_pairs_bwd)
+
+
 def fft(decay_power: float = 1.0) -> Spatial:
     """Params are the real and imaginary parts of the image's 2-D real FFT, [B, C, H, W//2+1, 2],
     scaled by `spectral_scale`: gradient steps then act on frequencies, not pixels."""
@@ -55,7 +74,7 @@ def fft(decay_power: float = 1.0) -> Spatial:
         _, _, height, half_width, _ = params.shape
         width = _fft_width(params)
         scale = jnp.asarray(spectral_scale(height, width, decay_power))
-        spectrum = jax.lax.complex(params[..., 0], params[..., 1]) * scale
+        spectrum = _complex_from_pairs(params) * scale
         latent = jnp.fft.irfft2(spectrum, s=(height, width)) / _FFT_OUTPUT_DIVISOR
         return jnp.transpose(latent, (0, 2, 3, 1)).astype(jnp.float32)
 

@@ -75,3 +75,16 @@ def test_colour_mixing_equals_the_matrix_product():
     latent = np.random.default_rng(0).standard_normal((2, 5, 7, 3)).astype(np.float32)
     np.testing.assert_allclose(color.decorrelated_to_rgb(latent), latent @ color.COLOR_MATRIX.T, atol=1e-6)
     np.testing.assert_allclose(color.rgb_to_decorrelated(color.decorrelated_to_rgb(latent)), latent, atol=1e-5)
+
+
+def test_complex_pairs_gradient_equals_autodiff_of_lax_complex():
+    from jaxvis.param import spatial
+
+    rng = np.random.default_rng(3)
+    pairs = jnp.asarray(rng.standard_normal((2, 3, 8, 5, 2)), jnp.float32)
+    weights = jnp.asarray(rng.standard_normal((2, 3, 8, 5)) + 1j * rng.standard_normal((2, 3, 8, 5)), jnp.complex64)
+    loss = lambda make: lambda p: jnp.sum(jnp.real(jnp.fft.irfft2(make(p) * weights, s=(8, 8))) ** 2)
+    got = jax.grad(loss(spatial._complex_from_pairs))(pairs)
+    want = jax.grad(loss(lambda p: jax.lax.complex(p[..., 0], p[..., 1])))(pairs)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert np.abs(np.asarray(want)).max() > 0.1
