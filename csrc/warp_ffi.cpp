@@ -3,8 +3,8 @@
 // Why C++ here: inside the jitted step XLA fuses the JAX warp's gathers into their consumers (the
 // stem convolution's padding in the forward pass, the colour mixing's gradient in the backward
 // pass) and recomputes them there; a custom call is a fusion boundary, and the exact adjoint of
-// bilinear sampling is a plain scatter-add, which is cheap in a serial loop. Per render step of
-// the default job (16 images, 128 px): 38.9 ms against 47.7 ms with the JAX warp.
+// bilinear sampling is a plain scatter-add, which is cheap in a serial loop. A render step of the
+// default job (16 images, 128 px) is 1.13x the bare network passes with it, 1.44x with the JAX warp.
 //
 // Both handlers take image-shaped buffers [..., H, W, C] (any leading batch dims, as vmap makes
 // them), m [..., 2, 2] and offset [..., 2], one per image, and follow transforms._warp exactly:
