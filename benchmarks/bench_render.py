@@ -30,20 +30,23 @@ from jaxvis.render import render
 
 
 def bare_gradient_passes(spec, layer: str, batch: int, size: int, steps: int):
-    """A jitted function doing `steps` forward + input-gradient passes on a [batch, size, size, C] batch."""
+    """A jitted function doing `steps` forward + input-gradient passes on a [batch, size, size, C] batch.
 
-    def score(images, units):
-        acts = spec.module.apply(spec.variables, spec.preprocess(images), outputs=(layer,))[layer]
+    The weights are an argument, as in the render's programs: closed over, XLA embeds them as
+    constants, which measured ~3% slower per step and ~10 ms more per call (a flattering baseline)."""
+
+    def score(variables, images, units):
+        acts = spec.module.apply(variables, spec.preprocess(images), outputs=(layer,))[layer]
         return jnp.sum(jnp.take_along_axis(acts.mean(axis=(1, 2)), units[:, None], axis=1))
 
     @jax.jit
-    def run(images, units):
+    def run(variables, images, units):
         def step(images, _):
-            return images + 0.01 * jax.grad(score)(images, units), None
+            return images + 0.01 * jax.grad(score, argnums=1)(variables, images, units), None
 
         return jax.lax.scan(step, images, None, length=steps)[0]
 
-    return run
+    return lambda images, units: run(spec.variables, images, units)
 
 
 def timed(fn) -> float:
