@@ -229,9 +229,9 @@ def box_blur(images, kernel_size: int):
     return jax.vmap(lambda image: transforms._separable_filter(image, kernel))(images)
 
 
-@jax.jit(static_argnames=("config", "size"))
 def _upscale(params, *, config: RenderConfig, size: int):
-    """The images of `params`, resized (bicubic) to `size`, optionally blurred, as new params."""
+    """The images of `params`, resized (bicubic) to `size`, optionally blurred, as new params
+    (traced into `_optimize_octave`'s program, as `_finish` is)."""
     param = make_param(config)
     images = param.to_image(params)
     images = jax.image.resize(images, (images.shape[0], size, size, images.shape[3]), "bicubic")
@@ -240,7 +240,6 @@ def _upscale(params, *, config: RenderConfig, size: int):
     return param.from_image(jnp.clip(images, 0.0, 1.0) if config.valid_range == "sigmoid" else images)
 
 
-@jax.jit(static_argnames=("spec", "objective", "config"))
 def _finish(variables, params, units, *, spec: ModelSpec, objective: Objective, config: RenderConfig):
     """Final images clipped to [0, 1] and the objective's score on them (no transforms)."""
     images = jnp.clip(make_param(config).to_image(params), 0.0, 1.0)
