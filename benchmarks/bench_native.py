@@ -248,22 +248,30 @@ def pipeline_section(batch=8, size=128, out_sizes=(141, 224)):
     return out
 
 
-def _with_warp(native_on: bool, fn):
-    """`fn` jitted with the C++ warp custom call on or off (the choice is made at trace time)."""
-    from jaxvis import transforms
-
-    jitted = jax.jit(fn)
+def _with_native(module, switch: str, native_on: bool, fn):
+    """`fn` jitted with one C++ custom call on or off: `module.switch` (a `_use_native_*` function)
+    is replaced by `lambda *a: False` while tracing when off (the choice is made at trace time).
+    Each call wraps `fn` anew: jax.jit caches traces per function, so jitting the same `fn` twice
+    would give the on and off variants one shared trace."""
+    jitted = jax.jit(lambda *args: fn(*args))
 
     def call(*args):
         if native_on:
             return jitted(*args)
-        saved, transforms._use_native_warp = transforms._use_native_warp, lambda image: False
+        saved = getattr(module, switch)
+        setattr(module, switch, lambda *a: False)
         try:
             return jitted(*args)
         finally:
-            transforms._use_native_warp = saved
+            setattr(module, switch, saved)
 
     return call
+
+
+def _with_warp(native_on: bool, fn):
+    from jaxvis import transforms
+
+    return _with_native(transforms, "_use_native_warp", native_on, fn)
 
 
 def warp_section(batch=16, size=128, steps=8, quick=False):
@@ -305,6 +313,48 @@ def warp_section(batch=16, size=128, steps=8, quick=False):
     timings = timed_together(steps_fns, min_repeats=3, max_repeats=6, budget_s=30.0)
     out["render_step_ms"] = {name: round(t["median_ms"] / steps, 2) for name, t in timings.items()}
     out["render_step"] = "MobileNetV2 features.10, channel objective, true ReLU gradient, Adam; ms per step"
+    return out
+
+
+def spectral_section(batch=16, sizes=(108, 128), steps=8, quick=False):
+    """The FFT parameterization's inverse 2-D real DFT (params -> latent image, and its transpose)
+    as the C++ custom call against XLA's FFT: alone, and per step of the default job's render
+    (MobileNetV2 features.10, batch 16) at each octave size. Alone, XLA's FFT runs on all cores and
+    warm; inside the step's loop it runs on one core, on buffers the network evicted from cache."""
+    from jaxvis import custom_calls
+    from jaxvis.models import load_model
+    from jaxvis.objectives import as_objective
+    from jaxvis.param import spatial
+    from jaxvis.render import RenderConfig, _init_params, _optimize_octave, unit_keys
+
+    if not custom_calls.cpu_targets("spectral"):
+        return {"skipped": "the extension was built without XLA's FFI headers"}
+    out = {}
+    space = spatial.fft(1.0)
+    rng = np.random.default_rng(4)
+    spec = None if quick else load_model("mobilenet_v2")
+    for size in sizes:
+        params = jax.device_put(rng.standard_normal((batch, 3, size, size // 2 + 1, 2)).astype(np.float32))
+        weights = jax.device_put(rng.standard_normal((batch, size, size, 3)).astype(np.float32))
+        value_and_grad = jax.value_and_grad(lambda p: jnp.sum(space.to_latent(p) * weights))
+        alone = {f"{name}_{impl}": jax_call(_with_native(spatial, "_use_native_spectral", impl == "cpp", fn), params)
+                 for name, fn in (("forward", space.to_latent), ("forward_backward", value_and_grad))
+                 for impl in ("cpp", "xla")}
+        entry = {"params": list(params.shape), "alone": timed_together(alone)}
+        if spec is not None:
+            units, keys = jnp.arange(batch), unit_keys(0, np.arange(batch))
+            objective = as_objective("features.10")
+            config = RenderConfig(steps=steps, relu_redirect_steps=0, size=size, batch=batch)
+            init = _init_params(keys, spec=spec, config=config, size=size)
+            step_fns = {}
+            for impl in ("cpp", "xla"):
+                variant = config if impl == "cpp" else dataclasses.replace(config, seed=config.seed + 1)  # own trace
+                step = functools.partial(_optimize_octave, first_step=0, spec=spec, objective=objective, config=variant)
+                step_fns[impl] = jax_call(_with_native(spatial, "_use_native_spectral", impl == "cpp", step),
+                                          spec.variables, init, units, keys)
+            timings = timed_together(step_fns, min_repeats=4, max_repeats=10, budget_s=40.0)
+            entry["render_step_ms"] = {name: round(t["median_ms"] / steps, 2) for name, t in timings.items()}
+        out[f"{size}px"] = entry
     return out
 
 
@@ -366,6 +416,7 @@ def main():
         "jitter_wrap": jitter_section(batches),
         "in_jit_pipeline": pipeline_section(),
         "warp": warp_section(quick=args.quick),
+        "spectral": spectral_section(quick=args.quick),
         "load_average_1_5_15min_at_end": list(os.getloadavg()),
     }
     print(json.dumps(result, indent=1))

@@ -17,6 +17,8 @@
 #include "xla/ffi/api/c_api.h"
 extern "C" XLA_FFI_Error* JaxvisWarpForward(XLA_FFI_CallFrame* call_frame);
 extern "C" XLA_FFI_Error* JaxvisWarpBackward(XLA_FFI_CallFrame* call_frame);
+extern "C" XLA_FFI_Error* JaxvisSpectralForward(XLA_FFI_CallFrame* call_frame);
+extern "C" XLA_FFI_Error* JaxvisSpectralBackward(XLA_FFI_CallFrame* call_frame);
 #endif
 
 namespace py = pybind11;
@@ -134,4 +136,12 @@ PYBIND11_MODULE(_core, m) {
 #endif
         return handlers;
     }, "XLA FFI handlers of the render step's warp on CPU ({} when built without XLA's headers).");
+    m.def("spectral_ffi_handlers", [] {
+        py::dict handlers;
+#ifdef JAXVIS_WITH_XLA_FFI
+        handlers["forward"] = py::capsule(reinterpret_cast<void*>(&JaxvisSpectralForward));
+        handlers["backward"] = py::capsule(reinterpret_cast<void*>(&JaxvisSpectralBackward));
+#endif
+        return handlers;
+    }, "XLA FFI handlers of the FFT parameterization's inverse DFT on CPU ({} without XLA's headers).");
 }

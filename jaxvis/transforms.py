@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy import ndimage
+
+from jaxvis import custom_calls
 
 Transform = Callable  # (key, image[H,W,C]) -> image
 
@@ -119,7 +120,6 @@ def _flat_index(y, x, width: int, height: int):
     return (jnp.clip(y, 0, height - 1) * width + jnp.clip(x, 0, width - 1)).astype(jnp.int32).reshape(-1)
 
 
-@functools.cache
 def native_warp_available() -> bool:
     """Whether the C++ warp (csrc/warp_ffi.cpp, an XLA FFI custom call) is built and registered for CPU.
 
@@ -127,33 +127,17 @@ def native_warp_available() -> bool:
     pure-JAX version into their consumers (the stem convolution's padding forward, the colour
     mixing's gradient backward) and recomputes them per consumed element, and a custom call is a
     fusion boundary (see benchmarks/bench_native.py's `warp` section for the measured step times).
-    The JAX version below stays the definition, the GPU / TPU path and the tests' reference."""
-    if os.environ.get("JAXVIS_NATIVE_WARP", "1") == "0":  # for comparisons: the pure-JAX warp everywhere
-        return False
-    try:
-        from jaxvis import _core
-
-        handlers = _core.warp_ffi_handlers()
-    except (ImportError, AttributeError):
-        return False
-    if not handlers:
-        return False
-    for name, handler in handlers.items():
-        jax.ffi.register_ffi_target(f"jaxvis_warp_{name}", handler, platform="cpu")
-        # Each image is warped on its own, so a batch sharded over devices stays sharded (without
-        # this, XLA's partitioner would gather the whole batch onto every device for the call).
-        if hasattr(jax.ffi, "register_ffi_target_as_batch_partitionable"):
-            jax.ffi.register_ffi_target_as_batch_partitionable(f"jaxvis_warp_{name}")
-    return True
+    The JAX version below stays the definition, the GPU / TPU path and the tests' reference.
+    `JAXVIS_NATIVE_WARP=0` selects the JAX version on CPU too."""
+    return custom_calls.cpu_targets("warp")
 
 
 def _use_native_warp(image) -> bool:
-    return image.dtype == jnp.float32 and jax.default_backend() == "cpu" and native_warp_available()
+    return custom_calls.usable("warp", image)
 
 
 def _native_warp_call(name: str, like, *args, **attributes):
-    out = jax.ShapeDtypeStruct(like.shape, jnp.float32)
-    return jax.ffi.ffi_call(f"jaxvis_warp_{name}", out, vmap_method="broadcast_all")(*args, **attributes)
+    return custom_calls.call("warp", name, like.shape, *args, **attributes)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))

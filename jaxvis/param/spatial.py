@@ -8,11 +8,14 @@ functions. `init(key, batch, height, width, channels, std)` makes params (a pytr
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxvis import custom_calls
 
 
 class Spatial(NamedTuple):
@@ -73,6 +76,8 @@ def fft(decay_power: float = 1.0) -> Spatial:
     def to_latent(params):
         _, _, height, half_width, _ = params.shape
         width = _fft_width(params)
+        if _use_native_spectral(params):
+            return _native_latent(params, decay_power)
         scale = jnp.asarray(spectral_scale(height, width, decay_power))
         spectrum = _complex_from_pairs(params) * scale
         latent = jnp.fft.irfft2(spectrum, s=(height, width)) / _FFT_OUTPUT_DIVISOR
@@ -86,6 +91,58 @@ def fft(decay_power: float = 1.0) -> Spatial:
         return _with_width(params, width)
 
     return Spatial(init, to_latent, from_latent)
+
+
+# --- the same map as one C++ custom call on CPU (csrc/spectral.hpp says why) -------------------
+
+# Sizes whose prime factors are all at most this use the C++ transform; larger factors take its
+# O(n p) generic butterfly, where XLA's FFT (Bluestein) is the better choice.
+_NATIVE_MAX_FACTOR = 7
+
+
+def _use_native_spectral(params) -> bool:
+    height, width = params.shape[-3], _fft_width(params)
+    return (max(_largest_prime_factor(height), _largest_prime_factor(width)) <= _NATIVE_MAX_FACTOR
+            and custom_calls.usable("spectral", params))
+
+
+def _largest_prime_factor(n: int) -> int:
+    largest, p = 1, 2
+    while p * p <= n:
+        while n % p == 0:
+            largest, n = p, n // p
+        p += 1
+    return max(largest, n) if n > 1 else largest
+
+
+def _native_weights(height: int, width: int, decay_power: float):
+    """spectral_scale with irfft2's 1/(H W) and the output divisor folded in (the C++ transform is
+    unnormalized). Under vmap it gains leading dimensions of size 1 (`expand_dims`), which the
+    kernel accepts."""
+    return jnp.asarray(spectral_scale(height, width, decay_power) / (height * width * _FFT_OUTPUT_DIVISOR))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _native_latent(params, decay_power: float):
+    """`fft(decay_power).to_latent(params)` as the C++ custom call: [..., C, H, W/2+1, 2] -> [..., H, W, C]."""
+    *lead, channels, height, _, _ = params.shape
+    width = _fft_width(params)
+    weights = _native_weights(height, width, decay_power)
+    return custom_calls.call("spectral", "forward", (*lead, height, width, channels), params, weights,
+                             vmap_method="expand_dims")
+
+
+def _native_latent_fwd(params, decay_power):
+    return _native_latent(params, decay_power), params.shape
+
+
+def _native_latent_bwd(decay_power, params_shape, g):
+    height, width = g.shape[-3], g.shape[-2]
+    weights = _native_weights(height, width, decay_power)
+    return (custom_calls.call("spectral", "backward", params_shape, g, weights, vmap_method="expand_dims"),)
+
+
+_native_latent.defvjp(_native_latent_fwd, _native_latent_bwd)
 
 
 def _fft_width(params) -> int:

@@ -88,3 +88,59 @@ def test_complex_pairs_gradient_equals_autodiff_of_lax_complex():
     want = jax.grad(loss(lambda p: jax.lax.complex(p[..., 0], p[..., 1])))(pairs)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert np.abs(np.asarray(want)).max() > 0.1
+
+
+# --- the FFT parameterization's C++ transform (CPU) against jnp.fft --------------------------------
+
+def _xla_latent(params, decay_power=1.0):
+    """spatial.fft's to_latent with the C++ custom call switched off: the reference."""
+    from jaxvis.param import spatial
+
+    saved = spatial._use_native_spectral
+    spatial._use_native_spectral = lambda params: False
+    try:
+        return jax.jit(lambda p: spatial.fft(decay_power).to_latent(p))(params), jax.jit(
+            lambda p, g: jax.vjp(spatial.fft(decay_power).to_latent, p)[1](g)[0])
+    finally:
+        spatial._use_native_spectral = saved
+
+
+needs_native_spectral = pytest.mark.skipif(
+    not (jax.default_backend() == "cpu" and __import__("jaxvis.custom_calls").custom_calls.cpu_targets("spectral")),
+    reason="the C++ spectral custom call is CPU-only and needs the extension built with XLA's FFI headers")
+
+
+@needs_native_spectral
+@pytest.mark.parametrize("batch,channels,height,width", [
+    (16, 3, 128, 128),  # the default job's final octave (4^3 x 2)
+    (2, 3, 108, 108),   # its first octave (4 x 3^3)
+    (2, 1, 70, 70),     # factors 2, 5, 7 (generic radix for 5 and 7), gray
+    (1, 4, 7, 12),      # odd height (one row without a partner), four channels
+    (3, 3, 2, 2),       # the smallest image
+])
+def test_native_spectral_matches_jnp_fft(batch, channels, height, width):
+    from jaxvis.param import spatial
+
+    rng = np.random.default_rng(height)
+    params = jnp.asarray(rng.standard_normal((batch, channels, height, width // 2 + 1, 2)), jnp.float32)
+    assert spatial._use_native_spectral(params)
+    space = spatial.fft(1.0)
+    latent = jax.jit(space.to_latent)(params)
+    want, want_vjp = _xla_latent(params)
+    scale = float(np.abs(np.asarray(want)).max())
+    np.testing.assert_allclose(latent, want, rtol=0, atol=2e-6 * scale)
+    g = jnp.asarray(rng.standard_normal(latent.shape), jnp.float32)
+    grad = jax.jit(lambda p, g: jax.vjp(space.to_latent, p)[1](g)[0])(params, g)
+    want_grad = want_vjp(params, g)
+    np.testing.assert_allclose(grad, want_grad, rtol=0, atol=2e-6 * float(np.abs(np.asarray(want_grad)).max()))
+    # under vmap the leading dimensions are one batch
+    np.testing.assert_allclose(jax.vmap(space.to_latent)(params[None])[0], latent, rtol=0, atol=1e-7 * scale)
+
+
+@needs_native_spectral
+def test_native_spectral_leaves_large_prime_factors_to_xla():
+    from jaxvis.param import spatial
+
+    assert not spatial._use_native_spectral(jnp.zeros((1, 3, 106, 54, 2), jnp.float32))  # 106 = 2 x 53
+    assert not spatial._use_native_spectral(jnp.zeros((1, 3, 64, 12, 2), jnp.float32))   # width 22 = 2 x 11
+    assert spatial._use_native_spectral(jnp.zeros((1, 3, 64, 33, 2), jnp.float32))        # width 64

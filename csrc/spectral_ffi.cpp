@@ -1,0 +1,85 @@
+// XLA FFI handlers for the FFT image parameterization on CPU (jaxvis.param.spatial.fft), see
+// spectral.hpp for why the transform is done here.
+//
+//   forward:  pairs [..., C, H, W/2+1, 2], weights [H, W/2+1]  ->  latent [..., H, W, C]
+//             latent[.., h, w, c] = unnormalized inverse real 2-D DFT of weights * (re + i im)
+//   backward: g [..., H, W, C], weights  ->  grad_pairs [..., C, H, W/2+1, 2] (the exact transpose)
+//
+// Each (image, channel) plane is independent; the planes are spread over the cores.
+#include <cstdint>
+
+#include "parallel.hpp"
+#include "spectral.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+using i64 = std::int64_t;
+
+struct Planes {
+    i64 images, channels, height, width, half;
+};
+
+// Shapes from the pairs-side buffer [..., C, H, W/2+1, 2]; the width is even (2 * (W/2+1 - 1)).
+ffi::Error planes_of(ffi::Span<const i64> pair_dims, ffi::Buffer<ffi::F32>& weights, Planes* out) {
+    if (pair_dims.size() < 4 || pair_dims[pair_dims.size() - 1] != 2)
+        return ffi::Error::InvalidArgument("spectral: params must be [..., C, H, W/2+1, 2]");
+    const std::size_t n = pair_dims.size();
+    Planes p{1, pair_dims[n - 4], pair_dims[n - 3], 2 * (pair_dims[n - 2] - 1), pair_dims[n - 2]};
+    for (std::size_t i = 0; i + 4 < n; ++i) p.images *= pair_dims[i];
+    auto w = weights.dimensions();  // [H, W/2+1], with leading 1s under vmap
+    if (w.size() < 2 || w[w.size() - 2] != p.height || w[w.size() - 1] != p.half ||
+        static_cast<i64>(weights.element_count()) != p.height * p.half)
+        return ffi::Error::InvalidArgument("spectral: weights must be [H, W/2+1]");
+    if (p.height < 1 || p.width < 2) return ffi::Error::InvalidArgument("spectral: empty image");
+    *out = p;
+    return ffi::Error::Success();
+}
+
+ffi::Error SpectralForwardImpl(ffi::Buffer<ffi::F32> pairs, ffi::Buffer<ffi::F32> weights,
+                               ffi::ResultBuffer<ffi::F32> latent) {
+    Planes p;
+    if (auto error = planes_of(pairs.dimensions(), weights, &p); error.failure()) return error;
+    const i64 plane_pairs = p.height * p.half * 2, image_floats = p.height * p.width * p.channels;
+    jaxvis::parallel_rows(p.images * p.channels, 1, p.height * p.width, 0, [&](i64 plane, i64, i64) {
+        thread_local jaxvis::SpectralScratch scratch;
+        const i64 b = plane / p.channels, c = plane % p.channels;
+        jaxvis::inverse_real_plane(pairs.typed_data() + plane * plane_pairs, weights.typed_data(), p.height, p.width,
+                                   latent->typed_data() + b * image_floats + c, p.width * p.channels, p.channels,
+                                   scratch);
+    });
+    return ffi::Error::Success();
+}
+
+ffi::Error SpectralBackwardImpl(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> weights,
+                                ffi::ResultBuffer<ffi::F32> grad_pairs) {
+    Planes p;
+    if (auto error = planes_of(grad_pairs->dimensions(), weights, &p); error.failure()) return error;
+    const i64 plane_pairs = p.height * p.half * 2, image_floats = p.height * p.width * p.channels;
+    if (static_cast<i64>(g.element_count()) != p.images * image_floats)
+        return ffi::Error::InvalidArgument("spectral: g must be [..., H, W, C]");
+    jaxvis::parallel_rows(p.images * p.channels, 1, p.height * p.width, 0, [&](i64 plane, i64, i64) {
+        thread_local jaxvis::SpectralScratch scratch;
+        const i64 b = plane / p.channels, c = plane % p.channels;
+        jaxvis::inverse_real_plane_adjoint(g.typed_data() + b * image_floats + c, p.width * p.channels, p.channels,
+                                           weights.typed_data(), p.height, p.width,
+                                           grad_pairs->typed_data() + plane * plane_pairs, scratch);
+    });
+    return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxvisSpectralForward, SpectralForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxvisSpectralBackward, SpectralBackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
