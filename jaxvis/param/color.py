@@ -36,7 +36,13 @@ def decorrelated_to_rgb(latent):
 
 
 def rgb_to_decorrelated(latent):
-    return _mix(latent, _COLOR_MATRIX_INVERSE)
+    """RGB latent -> decorrelated basis (the inverse; used when params are made from an image).
+
+    A `dot`, not `_mix`: it runs once per octave, not per step, and a dot is a fusion boundary.
+    Written as `_mix`, XLA fused the valid range's inverse (two logs) into each of the mixed
+    channels, recomputing it three times: `from_image` of 16 images of 128 px took 13.4 ms, against
+    3.1 ms with the dot."""
+    return jnp.einsum("...k,ck->...c", latent, jnp.asarray(_COLOR_MATRIX_INVERSE))
 
 
 _EPS = 1e-4
