@@ -313,24 +313,29 @@ void inverse_real_plane_adjoint(const float* g, i64 g_stride_row, i64 g_stride_c
     }
     dft_rows(*along_w, b_re, b_im, row_pairs);
 
-    // transpose of the Hermitian extension and pairing: bins k and W-k both feed bin k
-    for (i64 h = 0; h < height; ++h) {
-        const i64 row = along_h->load_position[h] * half;
-        const i64 j = h / 2;
-        const bool is_b = h % 2 == 1;
-        for (i64 k = 0; k < half; ++k) {
-            const float zr = b_re[k * row_pairs + j], zi = b_im[k * row_pairs + j];
-            float gr, gi;
-            if (k == 0 || k == nyquist) {
-                gr = is_b ? zi : zr, gi = 0.0f;
+    // transpose of the Hermitian extension and pairing: bins k and W-k both feed bin k. Bin by bin,
+    // so the reads run along the pairs (contiguous); the writes go down a column of the scratch.
+    const int* row_of = along_h->load_position.data();
+    for (i64 k = 0; k < half; ++k) {
+        const float* zr = b_re + k * row_pairs;
+        const float* zi = b_im + k * row_pairs;
+        const bool real_bin = k == 0 || k == nyquist;
+        const float* mr = b_re + (real_bin ? k : width - k) * row_pairs;
+        const float* mi = b_im + (real_bin ? k : width - k) * row_pairs;
+        for (i64 j = 0; j < row_pairs; ++j) {
+            const i64 even = row_of[2 * j] * half + k;
+            if (real_bin) {
+                a_re[even] = zr[j], a_im[even] = 0.0f;
             } else {
-                const float mr = b_re[(width - k) * row_pairs + j], mi = b_im[(width - k) * row_pairs + j];
-                if (is_b)
-                    gr = zi + mi, gi = mr - zr;
-                else
-                    gr = zr + mr, gi = zi - mi;
+                a_re[even] = zr[j] + mr[j], a_im[even] = zi[j] - mi[j];
             }
-            a_re[row + k] = gr, a_im[row + k] = gi;
+            if (2 * j + 1 == height) break;
+            const i64 odd = row_of[2 * j + 1] * half + k;
+            if (real_bin) {
+                a_re[odd] = zi[j], a_im[odd] = 0.0f;
+            } else {
+                a_re[odd] = zi[j] + mi[j], a_im[odd] = mr[j] - zr[j];
+            }
         }
     }
     dft_rows(*along_h, a_re, a_im, half);
