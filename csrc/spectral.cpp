@@ -156,13 +156,6 @@ void radix_any(float** re, float** im, const float* w, const float* root_re, con
 
 }  // namespace
 
-int largest_prime_factor(int n) {
-    int largest = 1;
-    for (int p = 2; static_cast<i64>(p) * p <= n; ++p)
-        while (n % p == 0) largest = p, n /= p;
-    return n > 1 ? std::max(largest, n) : largest;
-}
-
 std::shared_ptr<const DftPlan> dft_plan(int n, int sign) {
     static std::mutex mutex;
     static std::map<std::pair<int, int>, std::shared_ptr<const DftPlan>> plans;

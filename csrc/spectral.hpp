@@ -3,11 +3,13 @@
 // Why by hand: the only FFT inside the jitted step is XLA's (DUCC), which XLA CPU runs on one thread
 // inside a loop and on cache-cold buffers (the whole batch at once, after the network has streamed
 // through the cache): 2.5-3.7 ms forward + 1.3 ms backward per 128 px step of 16 images, against
-// ~1.1 ms for the same transforms warm. No FFT library is available to the build from PyPI. Here each
+// ~1.1 ms for the same transforms warm. No FFT library joins the build cheaply (PyPI's ducc0 sdist
+// did not build here; MKL would add hundreds of MB), so the transform is written here: each
 // plane is transformed on its own in L2-sized scratch, planes spread over the cores; tests compare
 // both directions with jnp.fft.irfft2 and its autodiff transpose.
 //
-// Algorithm: mixed-radix (4, 2, 3, 5, then any factor) decimation-in-time on split-complex rows:
+// Algorithm: mixed-radix decimation in time on split-complex rows (radix 4, 2 and 3 butterflies;
+// other factors through a generic O(r^2) one, which is why jaxvis uses it for 7-smooth sizes only):
 // an FFT "along the outer axis" of an [n][m] array transforms every column at once, so the inner
 // loops run over m contiguous floats and vectorize. The H-axis pass works on [H][W/2+1]; the W-axis
 // pass works on [W][ceil(H/2)], two real output rows per complex transform (real and imaginary part).
@@ -31,9 +33,6 @@ struct DftPlan {
 
 // A cached plan (built once per (n, sign), thread-safe).
 std::shared_ptr<const DftPlan> dft_plan(int n, int sign);
-
-// Largest prime factor of n (1 for n = 1): the kernels are fast for sizes whose factors are small.
-int largest_prime_factor(int n);
 
 // DFT along the outer axis of rows re/im [n][m], in place; the rows must already be in the plan's
 // load order (row load_position[i] holds natural element i).

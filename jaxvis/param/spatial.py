@@ -133,12 +133,13 @@ def _native_latent(params, decay_power: float):
 
 
 def _native_latent_fwd(params, decay_power):
-    return _native_latent(params, decay_power), params.shape
+    return _native_latent(params, decay_power), None  # linear: no residuals
 
 
-def _native_latent_bwd(decay_power, params_shape, g):
-    height, width = g.shape[-3], g.shape[-2]
+def _native_latent_bwd(decay_power, _, g):
+    *lead, height, width, channels = g.shape
     weights = _native_weights(height, width, decay_power)
+    params_shape = (*lead, channels, height, width // 2 + 1, 2)
     return (custom_calls.call("spectral", "backward", params_shape, g, weights, vmap_method="expand_dims"),)
 
 
