@@ -29,20 +29,14 @@ from jaxvis.models.activations import REDIRECT, TRUE as TRUE_GRADIENT
 from jaxvis.models.spec import ModelSpec
 from jaxvis.objectives import Context, Objective, as_objective
 from jaxvis.param import SPATIAL, VALID_RANGES, ImageParam, image_param, init_uniform
+from jaxvis.param.spatial import is_7_smooth
 
 _INIT_FOLD = 2**31 - 1  # fold-in constant separating a unit's init key from its per-step keys
 
 
-def _is_7_smooth(n: int) -> bool:
-    for prime in (2, 3, 5, 7):
-        while n % prime == 0:
-            n //= prime
-    return n == 1
-
-
 def _fft_friendly(size: float) -> int:
     """The even size >= 8 nearest to `size` with no prime factor above 7 (ties: the larger)."""
-    candidates = [n for n in range(8, 2 * int(size) + 16, 2) if _is_7_smooth(n)]
+    candidates = [n for n in range(8, 2 * int(size) + 16, 2) if is_7_smooth(n)]
     return min(candidates, key=lambda n: (abs(n - size), -n))
 
 

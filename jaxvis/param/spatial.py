@@ -95,24 +95,18 @@ def fft(decay_power: float = 1.0) -> Spatial:
 
 # --- the same map as one C++ custom call on CPU (csrc/spectral.hpp says why) -------------------
 
-# Sizes whose prime factors are all at most this use the C++ transform; larger factors take its
-# O(n p) generic butterfly, where XLA's FFT (Bluestein) is the better choice.
-_NATIVE_MAX_FACTOR = 7
+def is_7_smooth(n: int) -> bool:
+    """Whether n has no prime factor above 7: the sizes the FFTs here are fast for."""
+    for prime in (2, 3, 5, 7):
+        while n % prime == 0:
+            n //= prime
+    return n == 1
 
 
 def _use_native_spectral(params) -> bool:
-    height, width = params.shape[-3], _fft_width(params)
-    return (max(_largest_prime_factor(height), _largest_prime_factor(width)) <= _NATIVE_MAX_FACTOR
-            and custom_calls.usable("spectral", params))
-
-
-def _largest_prime_factor(n: int) -> int:
-    largest, p = 1, 2
-    while p * p <= n:
-        while n % p == 0:
-            largest, n = p, n // p
-        p += 1
-    return max(largest, n) if n > 1 else largest
+    """7-smooth sizes use the C++ transform; a larger factor would take its O(n p) generic
+    butterfly, where XLA's FFT (Bluestein) is the better choice."""
+    return is_7_smooth(params.shape[-3]) and is_7_smooth(_fft_width(params)) and custom_calls.usable("spectral", params)
 
 
 def _native_weights(height: int, width: int, decay_power: float):
