@@ -111,6 +111,18 @@ FloatArray resize_bicubic(const FloatArray& images, int out_h, int out_w, int nu
     return out;
 }
 
+#ifdef JAXVIS_WITH_XLA_FFI
+using FfiHandler = XLA_FFI_Error* (*)(XLA_FFI_CallFrame*);
+
+// {"forward": ..., "backward": ...} as capsules, for jax.ffi.register_ffi_target.
+py::dict ffi_handlers(FfiHandler forward, FfiHandler backward) {
+    py::dict handlers;
+    handlers["forward"] = py::capsule(reinterpret_cast<void*>(forward));
+    handlers["backward"] = py::capsule(reinterpret_cast<void*>(backward));
+    return handlers;
+}
+#endif
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -128,20 +140,13 @@ PYBIND11_MODULE(_core, m) {
     m.def("gaussian_ksize_for_sigma", &jaxvis::gaussian_ksize_for_sigma, py::arg("sigma"),
           "OpenCV's kernel size for sigma when ksize = 0 (float images).");
     m.def("available_cores", &jaxvis::available_cores, "Cores the kernels use by default.");
-    m.def("warp_ffi_handlers", [] {
-        py::dict handlers;
 #ifdef JAXVIS_WITH_XLA_FFI
-        handlers["forward"] = py::capsule(reinterpret_cast<void*>(&JaxvisWarpForward));
-        handlers["backward"] = py::capsule(reinterpret_cast<void*>(&JaxvisWarpBackward));
+    m.def("warp_ffi_handlers", [] { return ffi_handlers(&JaxvisWarpForward, &JaxvisWarpBackward); },
+          "XLA FFI handlers of the render step's warp on CPU.");
+    m.def("spectral_ffi_handlers", [] { return ffi_handlers(&JaxvisSpectralForward, &JaxvisSpectralBackward); },
+          "XLA FFI handlers of the FFT parameterization's inverse DFT on CPU.");
+#else  // built without XLA's headers: no custom calls
+    m.def("warp_ffi_handlers", [] { return py::dict(); }, "{} (built without XLA's FFI headers).");
+    m.def("spectral_ffi_handlers", [] { return py::dict(); }, "{} (built without XLA's FFI headers).");
 #endif
-        return handlers;
-    }, "XLA FFI handlers of the render step's warp on CPU ({} when built without XLA's headers).");
-    m.def("spectral_ffi_handlers", [] {
-        py::dict handlers;
-#ifdef JAXVIS_WITH_XLA_FFI
-        handlers["forward"] = py::capsule(reinterpret_cast<void*>(&JaxvisSpectralForward));
-        handlers["backward"] = py::capsule(reinterpret_cast<void*>(&JaxvisSpectralBackward));
-#endif
-        return handlers;
-    }, "XLA FFI handlers of the FFT parameterization's inverse DFT on CPU ({} without XLA's headers).");
 }
