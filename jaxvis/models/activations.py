@@ -26,16 +26,35 @@ import jax.numpy as jnp
 TRUE, REDIRECT, GUIDED, RECTIFIED = 0.0, 1.0, 2.0, 3.0
 
 
-def _per_item_nonzero(values):
-    """True for each batch item where `values` has a nonzero entry (reduce over all but the first axis).
+# Stride of the quick look at a [B, H, W, C] map (1/64 of its positions, every channel).
+_QUICK_LOOK_STRIDE = 8
+
+
+def _per_item_max_magnitude(values):
+    """max |values| per batch item (over all but the first axis).
 
     A max of |values|, not `jnp.any(values != 0)`: XLA CPU reduces a boolean tensor several times
-    slower than a float one (a [16,64,64,96] map: ~13 ms against ~4 ms), and the redirected
-    gradient does this reduction in every ReLU of every redirected step."""
+    slower than a float one (a [16,64,64,96] map: ~13 ms against ~4 ms)."""
+    return jnp.max(jnp.abs(values).reshape(values.shape[0], -1), axis=1)
+
+
+def _per_item_nonzero(values):
+    """True for each batch item where `values` has a nonzero entry, as a mask broadcastable to it.
+
+    Exact, but usually cheap for feature maps: a strided look at every 8th row and column decides
+    every item that has a nonzero entry there, and the full reduction runs (under `lax.cond`) only
+    when some item shows none. The full reduction in every ReLU of every redirected step was a
+    second pass over each ReLU's input and gradient: a redirected step of the default job measured
+    30.7 ms against 25.4 ms for a true-gradient step (108 px), 27.8 ms with the quick look."""
     if values.ndim == 0:
         return values != 0
-    magnitude = jnp.max(jnp.abs(values).reshape(values.shape[0], -1), axis=1)
-    return (magnitude > 0).reshape((-1,) + (1,) * (values.ndim - 1))
+    if values.ndim == 4:
+        stride = _QUICK_LOOK_STRIDE
+        quick = _per_item_max_magnitude(values[:, ::stride, ::stride]) > 0
+        nonzero = jax.lax.cond(jnp.all(quick), lambda v: quick, lambda v: _per_item_max_magnitude(v) > 0, values)
+    else:
+        nonzero = _per_item_max_magnitude(values) > 0
+    return nonzero.reshape((-1,) + (1,) * (values.ndim - 1))
 
 
 def _gradient(mode, g, x, upper=None):

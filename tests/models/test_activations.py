@@ -59,3 +59,16 @@ def test_mode_is_traceable_under_jit():
     x = jnp.asarray([[-1.0, 2.0]])
     np.testing.assert_array_equal(grad(x, 0.0), [[0.0, 1.0]])
     np.testing.assert_array_equal(grad(x, 3.0), [[1.0, 1.0]])
+
+
+@pytest.mark.parametrize("alive_at", [(0, 0), (3, 5)])  # on the quick look's grid, and off it
+def test_redirect_of_feature_maps_matches_the_full_per_item_test(alive_at):
+    """[B, H, W, C] maps take a strided quick look first; the result must not depend on it."""
+    x = jnp.full((3, 12, 12, 4), -1.0).at[0, alive_at[0], alive_at[1], 2].set(1.0)  # item 0 alive at one spot only
+    x = x.at[2].set(jax.random.normal(jax.random.PRNGKey(0), (12, 12, 4)))  # item 2 alive in many places
+    cotangent = -jnp.ones_like(x)
+    got = np.asarray(jax.jit(lambda x: jax.vjp(lambda v: relu(v, 1.0), x)[1](cotangent)[0])(x))
+    want_alive = np.where(np.asarray(x) > 0, -1.0, 0.0)
+    np.testing.assert_array_equal(got[0], want_alive[0])  # true gradient: the one live spot
+    np.testing.assert_array_equal(got[1], -np.ones((12, 12, 4)))  # dead: redirected everywhere
+    np.testing.assert_array_equal(got[2], want_alive[2])
