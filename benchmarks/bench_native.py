@@ -249,7 +249,7 @@ def pipeline_section(batch=8, size=128, out_sizes=(141, 224)):
 
 
 def _with_native(module, switch: str, native_on: bool, fn):
-    """`fn` jitted with one C++ custom call on or off: `module.switch` (a `_use_native_*` function)
+    """`fn` jitted with one C++ custom call on or off: `module.switch` (a `use_native_*` function)
     is replaced by `lambda *a: False` while tracing when off (the choice is made at trace time).
     Each call wraps `fn` anew: jax.jit caches traces per function, so jitting the same `fn` twice
     would give the on and off variants one shared trace."""
@@ -319,12 +319,13 @@ def warp_section(batch=16, size=128, steps=8, quick=False):
 def spectral_section(batch=16, sizes=(108, 128), steps=8, quick=False):
     """The FFT parameterization's inverse 2-D real DFT (params -> latent image, and its transpose)
     as the C++ custom call against XLA's FFT: alone, and per step of the default job's render
+    (there also with colour mixing and sigmoid fused into the C++ call)
     (MobileNetV2 features.10, batch 16) at each octave size. Alone, XLA's FFT runs on all cores and
     warm; inside the step's loop it runs on one core, on buffers the network evicted from cache."""
     from jaxvis import custom_calls
     from jaxvis.models import load_model
     from jaxvis.objectives import as_objective
-    from jaxvis.param import spatial
+    from jaxvis.param import fused, spatial
     from jaxvis.render import RenderConfig, _init_params, _optimize_octave, unit_keys
 
     if not custom_calls.cpu_targets("spectral"):
@@ -337,7 +338,7 @@ def spectral_section(batch=16, sizes=(108, 128), steps=8, quick=False):
         params = jax.device_put(rng.standard_normal((batch, 3, size, size // 2 + 1, 2)).astype(np.float32))
         weights = jax.device_put(rng.standard_normal((batch, size, size, 3)).astype(np.float32))
         value_and_grad = jax.value_and_grad(lambda p: jnp.sum(space.to_latent(p) * weights))
-        alone = {f"{name}_{impl}": jax_call(_with_native(spatial, "_use_native_spectral", impl == "cpp", fn), params)
+        alone = {f"{name}_{impl}": jax_call(_with_native(spatial, "use_native_spectral", impl == "cpp", fn), params)
                  for name, fn in (("forward", space.to_latent), ("forward_backward", value_and_grad))
                  for impl in ("cpp", "xla")}
         entry = {"params": list(params.shape), "alone": timed_together(alone)}
@@ -347,10 +348,13 @@ def spectral_section(batch=16, sizes=(108, 128), steps=8, quick=False):
             config = RenderConfig(steps=steps, relu_redirect_steps=0, size=size, batch=batch)
             init = _init_params(keys, spec=spec, config=config, size=size)
             step_fns = {}
-            for impl in ("cpp", "xla"):
-                variant = config if impl == "cpp" else dataclasses.replace(config, seed=config.seed + 1)  # own trace
+            # cpp: the transform with colour mixing and sigmoid fused in (param/fused.py); cpp_unfused:
+            # the transform alone in C++, colour and sigmoid in XLA; xla: all three in XLA
+            for seed, impl in enumerate(("cpp", "cpp_unfused", "xla")):
+                variant = dataclasses.replace(config, seed=config.seed + seed)  # each its own trace
                 step = functools.partial(_optimize_octave, first_step=0, spec=spec, objective=objective, config=variant)
-                step_fns[impl] = jax_call(_with_native(spatial, "_use_native_spectral", impl == "cpp", step),
+                step = _with_native(fused, "usable", impl == "cpp", step)
+                step_fns[impl] = jax_call(_with_native(spatial, "use_native_spectral", impl != "xla", step),
                                           spec.variables, init, units, keys)
             timings = timed_together(step_fns, min_repeats=4, max_repeats=10, budget_s=40.0)
             entry["render_step_ms"] = {name: round(t["median_ms"] / steps, 2) for name, t in timings.items()}

@@ -8,8 +8,10 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "image_kernels.hpp"
 
@@ -19,6 +21,8 @@ extern "C" XLA_FFI_Error* JaxvisWarpForward(XLA_FFI_CallFrame* call_frame);
 extern "C" XLA_FFI_Error* JaxvisWarpBackward(XLA_FFI_CallFrame* call_frame);
 extern "C" XLA_FFI_Error* JaxvisSpectralForward(XLA_FFI_CallFrame* call_frame);
 extern "C" XLA_FFI_Error* JaxvisSpectralBackward(XLA_FFI_CallFrame* call_frame);
+extern "C" XLA_FFI_Error* JaxvisSpectralImageForward(XLA_FFI_CallFrame* call_frame);
+extern "C" XLA_FFI_Error* JaxvisSpectralImageBackward(XLA_FFI_CallFrame* call_frame);
 #endif
 
 namespace py = pybind11;
@@ -114,11 +118,10 @@ FloatArray resize_bicubic(const FloatArray& images, int out_h, int out_w, int nu
 #ifdef JAXVIS_WITH_XLA_FFI
 using FfiHandler = XLA_FFI_Error* (*)(XLA_FFI_CallFrame*);
 
-// {"forward": ..., "backward": ...} as capsules, for jax.ffi.register_ffi_target.
-py::dict ffi_handlers(FfiHandler forward, FfiHandler backward) {
+// {name: handler} as capsules, for jax.ffi.register_ffi_target.
+py::dict ffi_handlers(std::initializer_list<std::pair<const char*, FfiHandler>> named) {
     py::dict handlers;
-    handlers["forward"] = py::capsule(reinterpret_cast<void*>(forward));
-    handlers["backward"] = py::capsule(reinterpret_cast<void*>(backward));
+    for (const auto& [name, handler] : named) handlers[name] = py::capsule(reinterpret_cast<void*>(handler));
     return handlers;
 }
 #endif
@@ -141,10 +144,14 @@ PYBIND11_MODULE(_core, m) {
           "OpenCV's kernel size for sigma when ksize = 0 (float images).");
     m.def("available_cores", &jaxvis::available_cores, "Cores the kernels use by default.");
 #ifdef JAXVIS_WITH_XLA_FFI
-    m.def("warp_ffi_handlers", [] { return ffi_handlers(&JaxvisWarpForward, &JaxvisWarpBackward); },
+    m.def("warp_ffi_handlers", [] { return ffi_handlers({{"forward", &JaxvisWarpForward}, {"backward", &JaxvisWarpBackward}}); },
           "XLA FFI handlers of the render step's warp on CPU.");
-    m.def("spectral_ffi_handlers", [] { return ffi_handlers(&JaxvisSpectralForward, &JaxvisSpectralBackward); },
-          "XLA FFI handlers of the FFT parameterization's inverse DFT on CPU.");
+    m.def("spectral_ffi_handlers", [] {
+        return ffi_handlers({{"forward", &JaxvisSpectralForward},
+                             {"backward", &JaxvisSpectralBackward},
+                             {"image_forward", &JaxvisSpectralImageForward},
+                             {"image_backward", &JaxvisSpectralImageBackward}});
+    }, "XLA FFI handlers of the FFT parameterization's inverse DFT (alone, and with colour and sigmoid) on CPU.");
 #else  // built without XLA's headers: no custom calls
     m.def("warp_ffi_handlers", [] { return py::dict(); }, "{} (built without XLA's FFI headers).");
     m.def("spectral_ffi_handlers", [] { return py::dict(); }, "{} (built without XLA's FFI headers).");

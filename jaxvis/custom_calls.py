@@ -46,5 +46,6 @@ def usable(group: str, *arrays) -> bool:
 def call(group: str, name: str, out_shape, *args, vmap_method: str = "broadcast_all", **attributes):
     """The custom call `jaxvis_<group>_<name>` on `args`, returning float32 `out_shape`. The kernels
     treat leading dimensions as batch; `vmap_method` (jax.ffi.ffi_call's) says how vmap gives them."""
+    cpu_targets(group)  # registered before its first use (a no-op after the first call)
     out = jax.ShapeDtypeStruct(tuple(out_shape), jnp.float32)
     return jax.ffi.ffi_call(f"jaxvis_{group}_{name}", out, vmap_method=vmap_method)(*args, **attributes)

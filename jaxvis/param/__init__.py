@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvis.errors import unknown_name
-from jaxvis.param import color, spatial
+from jaxvis.param import color, fused, spatial
 
 SPATIAL = {"fft": spatial.fft, "pixel": spatial.pixel}
 VALID_RANGES = {
@@ -51,8 +51,11 @@ def image_param(
         raise unknown_name("valid range", valid_range, VALID_RANGES)
     space = SPATIAL[spatial_kind](decay_power) if spatial_kind == "fft" else SPATIAL[spatial_kind]()
     squash, unsquash = VALID_RANGES[valid_range]
+    lucid_default = spatial_kind == "fft" and decorrelate and valid_range == "sigmoid"
 
     def to_image(params):
+        if lucid_default and fused.usable(params):  # one C++ custom call on CPU (param/fused.py)
+            return fused.to_image(params, decay_power)
         latent = space.to_latent(params)
         if decorrelate and latent.shape[-1] == 3:
             latent = color.decorrelated_to_rgb(latent)

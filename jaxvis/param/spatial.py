@@ -76,7 +76,7 @@ def fft(decay_power: float = 1.0) -> Spatial:
     def to_latent(params):
         _, _, height, half_width, _ = params.shape
         width = _fft_width(params)
-        if _use_native_spectral(params):
+        if use_native_spectral(params):
             return _native_latent(params, decay_power)
         scale = jnp.asarray(spectral_scale(height, width, decay_power))
         spectrum = _complex_from_pairs(params) * scale
@@ -103,13 +103,13 @@ def is_7_smooth(n: int) -> bool:
     return n == 1
 
 
-def _use_native_spectral(params) -> bool:
+def use_native_spectral(params) -> bool:
     """7-smooth sizes use the C++ transform; a larger factor would take its O(n p) generic
     butterfly, where XLA's FFT (Bluestein) is the better choice."""
     return is_7_smooth(params.shape[-3]) and is_7_smooth(_fft_width(params)) and custom_calls.usable("spectral", params)
 
 
-def _native_weights(height: int, width: int, decay_power: float):
+def native_weights(height: int, width: int, decay_power: float):
     """spectral_scale with irfft2's 1/(H W) and the output divisor folded in (the C++ transform is
     unnormalized). Under vmap it gains leading dimensions of size 1 (`expand_dims`), which the
     kernel accepts."""
@@ -121,7 +121,7 @@ def _native_latent(params, decay_power: float):
     """`fft(decay_power).to_latent(params)` as the C++ custom call: [..., C, H, W/2+1, 2] -> [..., H, W, C]."""
     *lead, channels, height, _, _ = params.shape
     width = _fft_width(params)
-    weights = _native_weights(height, width, decay_power)
+    weights = native_weights(height, width, decay_power)
     return custom_calls.call("spectral", "forward", (*lead, height, width, channels), params, weights,
                              vmap_method="expand_dims")
 
@@ -132,7 +132,7 @@ def _native_latent_fwd(params, decay_power):
 
 def _native_latent_bwd(decay_power, _, g):
     *lead, height, width, channels = g.shape
-    weights = _native_weights(height, width, decay_power)
+    weights = native_weights(height, width, decay_power)
     params_shape = (*lead, channels, height, width // 2 + 1, 2)
     return (custom_calls.call("spectral", "backward", params_shape, g, weights, vmap_method="expand_dims"),)
 

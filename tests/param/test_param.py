@@ -97,13 +97,13 @@ def _xla_latent(params, decay_power=1.0):
     """spatial.fft's to_latent with the C++ custom call switched off: the reference."""
     from jaxvis.param import spatial
 
-    saved = spatial._use_native_spectral
-    spatial._use_native_spectral = lambda params: False
+    saved = spatial.use_native_spectral
+    spatial.use_native_spectral = lambda params: False
     try:
         return jax.jit(lambda p: spatial.fft(decay_power).to_latent(p))(params), jax.jit(
             lambda p, g: jax.vjp(spatial.fft(decay_power).to_latent, p)[1](g)[0])
     finally:
-        spatial._use_native_spectral = saved
+        spatial.use_native_spectral = saved
 
 
 needs_native_spectral = pytest.mark.skipif(
@@ -124,7 +124,7 @@ def test_native_spectral_matches_jnp_fft(batch, channels, height, width):
 
     rng = np.random.default_rng(height)
     params = jnp.asarray(rng.standard_normal((batch, channels, height, width // 2 + 1, 2)), jnp.float32)
-    assert spatial._use_native_spectral(params)
+    assert spatial.use_native_spectral(params)
     space = spatial.fft(1.0)
     latent = jax.jit(space.to_latent)(params)
     want, want_vjp = _xla_latent(params)
@@ -144,6 +144,63 @@ def test_native_spectral_matches_jnp_fft(batch, channels, height, width):
 def test_native_spectral_leaves_large_prime_factors_to_xla():
     from jaxvis.param import spatial
 
-    assert not spatial._use_native_spectral(jnp.zeros((1, 3, 106, 54, 2), jnp.float32))  # 106 = 2 x 53
-    assert not spatial._use_native_spectral(jnp.zeros((1, 3, 64, 12, 2), jnp.float32))   # width 22 = 2 x 11
-    assert spatial._use_native_spectral(jnp.zeros((1, 3, 64, 33, 2), jnp.float32))        # width 64
+    assert not spatial.use_native_spectral(jnp.zeros((1, 3, 106, 54, 2), jnp.float32))  # 106 = 2 x 53
+    assert not spatial.use_native_spectral(jnp.zeros((1, 3, 64, 12, 2), jnp.float32))   # width 22 = 2 x 11
+    assert spatial.use_native_spectral(jnp.zeros((1, 3, 64, 33, 2), jnp.float32))        # width 64
+
+
+def _composed_to_image(params):
+    """image_param("fft")'s to_image built from its parts in XLA (the fused C++ call switched off)."""
+    from jaxvis.param import spatial
+
+    saved = spatial.use_native_spectral
+    spatial.use_native_spectral = lambda params: False
+    try:
+        to_image = image_param("fft").to_image
+        return jax.jit(to_image)(params), jax.jit(lambda p, g: jax.vjp(to_image, p)[1](g)[0])
+    finally:
+        spatial.use_native_spectral = saved
+
+
+@needs_native_spectral
+@pytest.mark.parametrize("batch,height,width,amplitude", [
+    (16, 128, 128, 1.0),  # the default job's final octave
+    (2, 70, 70, 1.0),     # factors 2, 5, 7
+    (1, 7, 12, 1.0),      # odd height
+    (3, 2, 2, 1.0),       # the smallest image
+    (2, 16, 16, 300.0),   # latents far into the sigmoid's flat ends (the C++ exp clamps its argument)
+])
+def test_fused_lucid_default_matches_its_composed_parts(batch, height, width, amplitude):
+    """FFT + colour decorrelation + sigmoid as one C++ call (param/fused.py) = the three in XLA."""
+    from jaxvis.param import fused, spatial
+
+    rng = np.random.default_rng(width)
+    params = jnp.asarray(amplitude * rng.standard_normal((batch, 3, height, width // 2 + 1, 2)), jnp.float32)
+    assert fused.usable(params)
+    # the DFTs' rounding, relative to the largest latent, passes through the sigmoid's slope (<= 1/4)
+    atol = 1e-6 + 1e-6 * float(np.abs(np.asarray(jax.jit(spatial.fft(1.0).to_latent)(params))).max())
+    to_image = image_param("fft").to_image
+    assert "jaxvis_spectral_image_forward" in jax.jit(to_image).lower(params).as_text()
+    images = jax.jit(to_image)(params)
+    want, want_vjp = _composed_to_image(params)
+    assert np.isfinite(np.asarray(images)).all()
+    np.testing.assert_allclose(images, want, rtol=0, atol=atol)
+    g = jnp.asarray(rng.standard_normal(images.shape), jnp.float32)
+    grad = jax.jit(lambda p, g: jax.vjp(to_image, p)[1](g)[0])(params, g)
+    want_grad = want_vjp(params, g)
+    np.testing.assert_allclose(grad, want_grad, rtol=0, atol=2e-6 * float(np.abs(np.asarray(want_grad)).max()))
+    np.testing.assert_allclose(jax.vmap(to_image)(params[None])[0], images, rtol=0, atol=1e-7)
+    vmapped_grad = jax.vmap(lambda p, g: jax.vjp(to_image, p)[1](g)[0])(params[None], g[None])[0]
+    np.testing.assert_allclose(vmapped_grad, grad, rtol=0, atol=1e-7 * float(np.abs(np.asarray(grad)).max()))
+
+
+@needs_native_spectral
+def test_fused_call_only_for_lucids_default_on_rgb():
+    from jaxvis.param import fused
+
+    rgb = jnp.zeros((1, 3, 64, 33, 2), jnp.float32)
+    lowered = lambda param, params: jax.jit(param.to_image).lower(params).as_text()
+    assert "image_forward" not in lowered(image_param("fft", decorrelate=False), rgb)
+    assert "image_forward" not in lowered(image_param("fft", valid_range="offset"), rgb)
+    assert not fused.usable(jnp.zeros((1, 1, 64, 33, 2), jnp.float32))  # gray
+    assert not fused.usable(jnp.zeros((1, 3, 106, 54, 2), jnp.float32))  # a size for XLA's FFT
