@@ -49,12 +49,12 @@ ffi::Error planes_of(ffi::Span<const i64> pair_dims, ffi::Buffer<ffi::F32>& weig
     return ffi::Error::Success();
 }
 
-ffi::Error SpectralForwardImpl(ffi::Buffer<ffi::F32> pairs, ffi::Buffer<ffi::F32> weights,
+ffi::Error SpectralForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> pairs, ffi::Buffer<ffi::F32> weights,
                                ffi::ResultBuffer<ffi::F32> latent) {
     Planes p;
     if (auto error = planes_of(pairs.dimensions(), weights, &p); error.failure()) return error;
     const i64 plane_pairs = p.height * p.half * 2, image_floats = p.height * p.width * p.channels;
-    jaxvis::parallel_rows(p.images * p.channels, 1, p.height * p.width, 0, [&](i64 plane, i64, i64) {
+    jaxvis::parallel_rows_on(pool, p.images * p.channels, 1, p.height * p.width, [&](i64 plane, i64, i64) {
         thread_local jaxvis::SpectralScratch scratch;
         const i64 b = plane / p.channels, c = plane % p.channels;
         jaxvis::inverse_real_plane(pairs.typed_data() + plane * plane_pairs, weights.typed_data(), p.height, p.width,
@@ -64,14 +64,14 @@ ffi::Error SpectralForwardImpl(ffi::Buffer<ffi::F32> pairs, ffi::Buffer<ffi::F32
     return ffi::Error::Success();
 }
 
-ffi::Error SpectralBackwardImpl(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> weights,
+ffi::Error SpectralBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> weights,
                                 ffi::ResultBuffer<ffi::F32> grad_pairs) {
     Planes p;
     if (auto error = planes_of(grad_pairs->dimensions(), weights, &p); error.failure()) return error;
     const i64 plane_pairs = p.height * p.half * 2, image_floats = p.height * p.width * p.channels;
     if (static_cast<i64>(g.element_count()) != p.images * image_floats)
         return ffi::Error::InvalidArgument("spectral: g must be [..., H, W, C]");
-    jaxvis::parallel_rows(p.images * p.channels, 1, p.height * p.width, 0, [&](i64 plane, i64, i64) {
+    jaxvis::parallel_rows_on(pool, p.images * p.channels, 1, p.height * p.width, [&](i64 plane, i64, i64) {
         thread_local jaxvis::SpectralScratch scratch;
         const i64 b = plane / p.channels, c = plane % p.channels;
         jaxvis::inverse_real_plane_adjoint(g.typed_data() + b * image_floats + c, p.width * p.channels, p.channels,
@@ -96,12 +96,12 @@ float* latent_scratch(i64 floats) {
     return planes.data();
 }
 
-ffi::Error ImageForwardImpl(ffi::Buffer<ffi::F32> pairs, ffi::Buffer<ffi::F32> weights, ffi::Buffer<ffi::F32> colour,
+ffi::Error ImageForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> pairs, ffi::Buffer<ffi::F32> weights, ffi::Buffer<ffi::F32> colour,
                             ffi::ResultBuffer<ffi::F32> rgb) {
     Planes p;
     if (auto error = colour_planes_of(pairs.dimensions(), weights, colour, &p); error.failure()) return error;
     const i64 plane_pairs = p.height * p.half * 2, pixels = p.height * p.width;
-    jaxvis::parallel_rows(p.images, 1, 3 * pixels, 0, [&](i64 b, i64, i64) {
+    jaxvis::parallel_rows_on(pool, p.images, 1, 3 * pixels, [&](i64 b, i64, i64) {
         thread_local jaxvis::SpectralScratch scratch;
         float* latent = latent_scratch(3 * pixels);
         for (i64 c = 0; c < 3; ++c)
@@ -112,14 +112,14 @@ ffi::Error ImageForwardImpl(ffi::Buffer<ffi::F32> pairs, ffi::Buffer<ffi::F32> w
     return ffi::Error::Success();
 }
 
-ffi::Error ImageBackwardImpl(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> rgb, ffi::Buffer<ffi::F32> weights,
+ffi::Error ImageBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> rgb, ffi::Buffer<ffi::F32> weights,
                              ffi::Buffer<ffi::F32> colour, ffi::ResultBuffer<ffi::F32> grad_pairs) {
     Planes p;
     if (auto error = colour_planes_of(grad_pairs->dimensions(), weights, colour, &p); error.failure()) return error;
     const i64 plane_pairs = p.height * p.half * 2, pixels = p.height * p.width;
     if (static_cast<i64>(g.element_count()) != p.images * 3 * pixels || rgb.element_count() != g.element_count())
         return ffi::Error::InvalidArgument("spectral image: g and rgb must be [..., H, W, 3]");
-    jaxvis::parallel_rows(p.images, 1, 3 * pixels, 0, [&](i64 b, i64, i64) {
+    jaxvis::parallel_rows_on(pool, p.images, 1, 3 * pixels, [&](i64 b, i64, i64) {
         thread_local jaxvis::SpectralScratch scratch;
         float* latent = latent_scratch(3 * pixels);
         jaxvis::colour_sigmoid_adjoint(g.typed_data() + b * 3 * pixels, rgb.typed_data() + b * 3 * pixels,
@@ -135,18 +135,21 @@ ffi::Error ImageBackwardImpl(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> rgb,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxvisSpectralForward, SpectralForwardImpl,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxvisSpectralBackward, SpectralBackwardImpl,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxvisSpectralImageForward, ImageForwardImpl,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
@@ -154,6 +157,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxvisSpectralImageForward, ImageForwardImpl,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxvisSpectralImageBackward, ImageBackwardImpl,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()

@@ -182,29 +182,30 @@ void backward_image(const float* __restrict__ g, float* __restrict__ grad, const
     }
 }
 
-ffi::Error WarpForwardImpl(ffi::Buffer<ffi::F32> image, ffi::Buffer<ffi::F32> m,
+ffi::Error WarpForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> image, ffi::Buffer<ffi::F32> m,
                            ffi::Buffer<ffi::F32> offset, float cval,
                            ffi::ResultBuffer<ffi::F32> out) {
     Layout l;
     if (auto error = layout_of(image, m, offset, &l); error.failure()) return error;
     const std::int64_t plane = l.height * l.width * l.channels;
     const auto rows = l.channels == 3 ? forward_rows<3> : l.channels == 1 ? forward_rows<1> : forward_rows<0>;
-    // Output rows are independent: split them over the cores (XLA runs a custom call on one thread).
-    jaxvis::parallel_rows(l.images, l.height, l.width * l.channels, 0, [&](std::int64_t b, std::int64_t y0, std::int64_t y1) {
+    // Output rows are independent: split them over the cores (XLA runs a custom call on one thread;
+    // the helpers are tasks on its intra-op pool).
+    jaxvis::parallel_rows_on(pool, l.images, l.height, l.width * l.channels, [&](std::int64_t b, std::int64_t y0, std::int64_t y1) {
         rows(image.typed_data() + b * plane, out->typed_data() + b * plane, m.typed_data() + 4 * b,
              offset.typed_data() + 2 * b, l, cval, y0, y1);
     });
     return ffi::Error::Success();
 }
 
-ffi::Error WarpBackwardImpl(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> m,
+ffi::Error WarpBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> m,
                             ffi::Buffer<ffi::F32> offset, ffi::ResultBuffer<ffi::F32> grad) {
     Layout l;
     if (auto error = layout_of(g, m, offset, &l); error.failure()) return error;
     const std::int64_t plane = l.height * l.width * l.channels;
     const auto image = l.channels == 3 ? backward_image<3> : l.channels == 1 ? backward_image<1> : backward_image<0>;
     // A sample scatters into any row of its image, so the split is by whole images.
-    jaxvis::parallel_rows(l.images, 1, plane, 0, [&](std::int64_t b, std::int64_t, std::int64_t) {
+    jaxvis::parallel_rows_on(pool, l.images, 1, plane, [&](std::int64_t b, std::int64_t, std::int64_t) {
         image(g.typed_data() + b * plane, grad->typed_data() + b * plane, m.typed_data() + 4 * b,
               offset.typed_data() + 2 * b, l);
     });
@@ -215,6 +216,7 @@ ffi::Error WarpBackwardImpl(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> m,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxvisWarpForward, WarpForwardImpl,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
@@ -223,6 +225,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxvisWarpForward, WarpForwardImpl,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxvisWarpBackward, WarpBackwardImpl,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()

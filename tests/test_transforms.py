@@ -135,6 +135,23 @@ def test_native_and_jax_warps_agree_under_jit_and_nested_vmap(monkeypatch, chann
     np.testing.assert_allclose(native[1], pure[1], atol=tolerance)
 
 
+def test_native_warps_running_concurrently_share_the_thread_pool():
+    """The C++ calls run their helpers as tasks on XLA's intra-op pool (csrc/parallel.hpp): several
+    calls that XLA may run at the same time, each waiting for its own helpers, must all finish (no
+    deadlock) and give the results they give one at a time."""
+    if not (T.native_warp_available() and jax.default_backend() == "cpu"):
+        pytest.skip("the C++ warp is built for CPU only")
+    rng = np.random.default_rng(3)
+    batches = [jnp.asarray(rng.uniform(size=(8, 64, 64, 3)), jnp.float32) for _ in range(6)]
+    keys = jax.random.split(jax.random.PRNGKey(1), 8)
+    one = jax.jit(lambda x: T.apply_batch(T.STANDARD, keys, x))
+    together = jax.jit(lambda xs: [T.apply_batch(T.STANDARD, keys, x) for x in xs])  # independent calls
+    want = [np.asarray(one(x)) for x in batches]
+    for _ in range(20):
+        for got, expected in zip(together(batches), want):
+            np.testing.assert_array_equal(got, expected)
+
+
 def test_fused_standard_equals_its_stages_away_from_the_borders():
     image = jax.random.uniform(jax.random.PRNGKey(7), (64, 64, 3))
     scales, angles = [0.95, 1.05], [-8, 8]
