@@ -15,6 +15,10 @@
 #include <cmath>
 #include <cstdint>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "parallel.hpp"
 #include "xla/ffi/api/ffi.h"
 
@@ -76,6 +80,29 @@ inline bool inside(std::int64_t y, std::int64_t x, const Layout& l) {
     return y >= 0 && y < l.height && x >= 0 && x < l.width;
 }
 
+// RGB pixels as one SSE register each (the 4th lane reads the next pixel's red and is never
+// stored): a corner is one load instead of three, the interpolation four lanes at a time, with the
+// scalar loops' operations in the same order, so the results are the same to the bit. A load's
+// 4th lane must stay inside the image: the callers keep the last pixel of an image to the
+// scalar path (`last_pixel`).
+#if defined(__SSE2__)
+#define JAXVIS_WARP_SSE 1
+inline __m128 load_rgb(const float* p) { return _mm_loadu_ps(p); }
+
+// (p[0], p[1], p[2], 0) without reading p[3]
+inline __m128 load_rgb_exact(const float* p) {
+    const __m128 low = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(p)));
+    return _mm_movelh_ps(low, _mm_load_ss(p + 2));
+}
+
+inline void store_rgb(float* p, __m128 v) {
+    _mm_storel_pi(reinterpret_cast<__m64*>(p), v);
+    _mm_store_ss(p + 2, _mm_movehl_ps(v, v));
+}
+#else
+#define JAXVIS_WARP_SSE 0
+#endif
+
 // Output rows [y0, y1) of one image. kChannels > 0 fixes the channel count at compile time (RGB
 // and gray, the common cases, get unrolled channel loops: ~3x faster); 0 reads it from `l`.
 // Samples whose four corners are all inside take a branch-free path; the rest read cval outside.
@@ -95,6 +122,17 @@ void forward_rows(const float* __restrict__ src, float* __restrict__ dst, const 
                 const float a = 1 - block.wy[i], b = block.wy[i], c0 = 1 - block.wx[i], c1 = block.wx[i];
                 if (sy0 >= 0 && sy0 + 1 < l.height && sx0 >= 0 && sx0 + 1 < l.width) {
                     const float* p = src + (sy0 * l.width + sx0) * channels;
+#if JAXVIS_WARP_SSE
+                    if (kChannels == 3 && !(sy0 + 2 == l.height && sx0 + 2 == l.width)) {  // not the last pixel
+                        const __m128 va = _mm_set1_ps(a), vb = _mm_set1_ps(b);
+                        const __m128 vc0 = _mm_set1_ps(c0), vc1 = _mm_set1_ps(c1);
+                        const __m128 top = _mm_add_ps(_mm_mul_ps(vc0, load_rgb(p)), _mm_mul_ps(vc1, load_rgb(p + 3)));
+                        const __m128 bottom = _mm_add_ps(_mm_mul_ps(vc0, load_rgb(p + row)),
+                                                         _mm_mul_ps(vc1, load_rgb(p + row + 3)));
+                        store_rgb(o, _mm_add_ps(_mm_mul_ps(va, top), _mm_mul_ps(vb, bottom)));
+                        continue;
+                    }
+#endif
                     for (std::int64_t c = 0; c < channels; ++c)
                         o[c] = a * (c0 * p[c] + c1 * p[c + channels]) + b * (c0 * p[c + row] + c1 * p[c + row + channels]);
                     continue;
@@ -182,6 +220,63 @@ void backward_image(const float* __restrict__ g, float* __restrict__ grad, const
     }
 }
 
+#if JAXVIS_WARP_SSE
+// backward_image<3> with each RGB pixel in one SSE register (see load_rgb): the same operations in
+// the same order. Read-modify-writes load exactly three floats (load_rgb_exact), so none reads or
+// writes past a pixel.
+void backward_image_rgb(const float* __restrict__ g, float* __restrict__ grad, const float* m, const float* offset,
+                        const Layout& l) {
+    const std::int64_t row = l.width * 3;
+    std::fill(grad, grad + l.height * row, 0.0f);
+    const auto add = [](float* p, __m128 v) { store_rgb(p, _mm_add_ps(load_rgb_exact(p), v)); };
+    const auto times = [](float w, __m128 v) { return _mm_mul_ps(_mm_set1_ps(w), v); };
+    SampleBlock block;
+    for (std::int64_t qy = 0; qy < l.height; ++qy) {
+        const float* gq = g + qy * row;
+        float* pending = nullptr;  // the top corner of the waiting right column
+        __m128 top = _mm_setzero_ps(), bottom = _mm_setzero_ps();
+        const auto flush = [&]() {
+            if (!pending) return;
+            add(pending, top);
+            add(pending + row, bottom);
+            pending = nullptr;
+        };
+        for (std::int64_t qx0 = 0; qx0 < l.width; qx0 += kBlock) {
+            const int n = static_cast<int>(std::min<std::int64_t>(kBlock, l.width - qx0));
+            samples_of_block(m, offset, static_cast<float>(qy), qx0, n, &block);
+            for (int i = 0; i < n; ++i, gq += 3) {
+                const std::int64_t sy0 = block.y0[i], sx0 = block.x0[i];
+                const float wy = block.wy[i], wx = block.wx[i];
+                const float w[4] = {(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx};
+                const __m128 gv = load_rgb_exact(gq);
+                if (sy0 >= 0 && sy0 + 1 < l.height && sx0 >= 0 && sx0 + 1 < l.width) {
+                    float* d = grad + (sy0 * l.width + sx0) * 3;
+                    if (d == pending) {
+                        add(d, _mm_add_ps(top, times(w[0], gv)));
+                        add(d + row, _mm_add_ps(bottom, times(w[2], gv)));
+                        pending = nullptr;
+                    } else {
+                        flush();
+                        add(d, times(w[0], gv));
+                        add(d + row, times(w[2], gv));
+                    }
+                    top = times(w[1], gv);
+                    bottom = times(w[3], gv);
+                    pending = d + 3;
+                    continue;
+                }
+                flush();
+                for (int k = 0; k < 4; ++k) {
+                    const std::int64_t y = sy0 + k / 2, x = sx0 + k % 2;
+                    if (inside(y, x, l)) add(grad + (y * l.width + x) * 3, times(w[k], gv));
+                }
+            }
+        }
+        flush();
+    }
+}
+#endif
+
 ffi::Error WarpForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> image, ffi::Buffer<ffi::F32> m,
                            ffi::Buffer<ffi::F32> offset, float cval,
                            ffi::ResultBuffer<ffi::F32> out) {
@@ -203,7 +298,12 @@ ffi::Error WarpBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::
     Layout l;
     if (auto error = layout_of(g, m, offset, &l); error.failure()) return error;
     const std::int64_t plane = l.height * l.width * l.channels;
-    const auto image = l.channels == 3 ? backward_image<3> : l.channels == 1 ? backward_image<1> : backward_image<0>;
+#if JAXVIS_WARP_SSE
+    const auto rgb = backward_image_rgb;
+#else
+    const auto rgb = backward_image<3>;
+#endif
+    const auto image = l.channels == 3 ? rgb : l.channels == 1 ? backward_image<1> : backward_image<0>;
     // A sample scatters into any row of its image, so the split is by whole images.
     jaxvis::parallel_rows_on(pool, l.images, 1, plane, [&](std::int64_t b, std::int64_t, std::int64_t) {
         image(g.typed_data() + b * plane, grad->typed_data() + b * plane, m.typed_data() + 4 * b,

@@ -135,6 +135,30 @@ def test_native_and_jax_warps_agree_under_jit_and_nested_vmap(monkeypatch, chann
     np.testing.assert_allclose(native[1], pure[1], atol=tolerance)
 
 
+@pytest.mark.parametrize("channels", [3, 1])
+def test_native_warp_reaches_the_last_pixel_exactly(monkeypatch, channels):
+    """A half-pixel shift samples every output pixel between four inside pixels, the image's last
+    pixel included, where the C++ RGB path (whole pixels as 4-lane registers) hands over to its
+    scalar loop: values and gradients still match the JAX warp."""
+    if not (T.native_warp_available() and jax.default_backend() == "cpu"):
+        pytest.skip("the C++ warp is built for CPU only")
+    rng = np.random.default_rng(5)
+    images = jnp.asarray(rng.uniform(size=(2, 9, 11, channels)), jnp.float32)
+    cotangent = jnp.asarray(rng.standard_normal(images.shape), jnp.float32)
+    shift = jax.vmap(lambda image: T.warp(image, jnp.float32(1.0), jnp.float32(0.0), -0.5, -0.5))
+
+    def value_and_grad(images):
+        return jax.jit(jax.value_and_grad(lambda x: jnp.sum(shift(x) * cotangent)))(images), jax.jit(shift)(images)
+
+    (native_loss, native_grad), native = value_and_grad(images)
+    monkeypatch.setattr(T, "_use_native_warp", lambda image: False)
+    (pure_loss, pure_grad), pure = value_and_grad(images)
+    np.testing.assert_allclose(native, pure, atol=1e-6)
+    np.testing.assert_allclose(native_grad, pure_grad, atol=1e-6)
+    # the last inside sample: the mean of the image's four bottom-right pixels
+    np.testing.assert_allclose(native[:, -2, -2], np.asarray(images)[:, -2:, -2:].mean(axis=(1, 2)), atol=1e-6)
+
+
 def test_native_warps_running_concurrently_share_the_thread_pool():
     """The C++ calls run their helpers as tasks on XLA's intra-op pool (csrc/parallel.hpp): several
     calls that XLA may run at the same time, each waiting for its own helpers, must all finish (no
