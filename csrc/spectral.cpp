@@ -6,6 +6,10 @@
 #include <stdexcept>
 #include <utility>
 
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
+
 namespace jaxvis {
 
 namespace {
@@ -230,10 +234,48 @@ void dft_rows(const DftPlan& plan, float* re, float* im, i64 m) {
     dft_rows_baseline(plan, re, im, m);
 }
 
+namespace {
+
+// dst[row_index(r) * dst_row + c] = src[c * src_row + r] for r < src_cols, c < src_rows: a transpose
+// (of the W pass's [W][H/2] result into image rows, and back in the adjoint), with the destination
+// rows optionally permuted (row_index: nullptr for r itself). In 4x4 register tiles where the
+// sizes allow (naive, one float per load and store, it took ~40% of a plane's transform).
+void transpose(const float* src, i64 src_row, i64 src_rows, i64 src_cols, float* dst, i64 dst_row,
+               const int* row_index) {
+    const auto dest = [&](i64 r) { return dst + (row_index ? row_index[r] : r) * dst_row; };
+    i64 r0 = 0;
+#if defined(__SSE2__)
+    for (; r0 + 4 <= src_cols; r0 += 4) {
+        float* d0 = dest(r0);
+        float* d1 = dest(r0 + 1);
+        float* d2 = dest(r0 + 2);
+        float* d3 = dest(r0 + 3);
+        i64 c0 = 0;
+        for (; c0 + 4 <= src_rows; c0 += 4) {
+            const float* s = src + c0 * src_row + r0;
+            __m128 a = _mm_loadu_ps(s), b = _mm_loadu_ps(s + src_row);
+            __m128 c = _mm_loadu_ps(s + 2 * src_row), d = _mm_loadu_ps(s + 3 * src_row);
+            _MM_TRANSPOSE4_PS(a, b, c, d);
+            _mm_storeu_ps(d0 + c0, a), _mm_storeu_ps(d1 + c0, b), _mm_storeu_ps(d2 + c0, c), _mm_storeu_ps(d3 + c0, d);
+        }
+        for (; c0 < src_rows; ++c0)
+            for (int k = 0; k < 4; ++k) dest(r0 + k)[c0] = src[c0 * src_row + r0 + k];
+    }
+#endif
+    for (; r0 < src_cols; ++r0) {
+        float* d = dest(r0);
+        for (i64 c = 0; c < src_rows; ++c) d[c] = src[c * src_row + r0];
+    }
+}
+
+}  // namespace
+
 void SpectralScratch::reserve(i64 height, i64 width) {
     const i64 half = width / 2 + 1, pairs = (height + 1) / 2;
     const auto size = static_cast<std::size_t>(std::max(height * half, width * pairs));
-    if (a_re.size() < size) a_re.resize(size), a_im.resize(size), b_re.resize(size), b_im.resize(size);
+    if (a_re.size() < size)
+        for (auto* v : {&a_re, &a_im, &b_re, &b_im, &c_re, &c_im}) v->resize(size);
+    if (zero.size() < static_cast<std::size_t>(half)) zero.assign(static_cast<std::size_t>(half), 0.0f);
 }
 
 void inverse_real_plane(const float* pairs, const float* weights, i64 height, i64 width, float* out,
@@ -256,25 +298,36 @@ void inverse_real_plane(const float* pairs, const float* weights, i64 height, i6
 
     // Rows 2j and 2j+1 as the real and imaginary part of one complex row, Hermitian-extended over
     // the W axis: z[k] = x_a[k] + i x_b[k] with x[W-k] = conj(x[k]); the imaginary parts of bins 0
-    // and W/2 are dropped (numpy's irfft ignores them).
-    for (i64 k = 0; k < width; ++k) {
-        const i64 dest = along_w->load_position[k] * row_pairs;
-        const bool mirrored = k > nyquist;
-        const i64 bin = mirrored ? width - k : k;
-        const bool real_bin = bin == 0 || bin == nyquist;
-        for (i64 j = 0; j < row_pairs; ++j) {
-            const i64 ia = (2 * j) * half + bin;
-            const bool has_b = 2 * j + 1 < height;
-            const float ar = a_re[ia], ai = real_bin ? 0.0f : a_im[ia];
-            const float br = has_b ? a_re[ia + half] : 0.0f, bi = (has_b && !real_bin) ? a_im[ia + half] : 0.0f;
-            if (mirrored)
-                b_re[dest + j] = ar + bi, b_im[dest + j] = br - ai;
-            else
-                b_re[dest + j] = ar - bi, b_im[dest + j] = ai + br;
+    // and W/2 are dropped (numpy's irfft ignores them). Pair by pair, reading both rows along the
+    // bins, into c [pairs][W]; then one transpose puts the pairs along b's rows (in the W pass's
+    // load order).
+    float *c_re = scratch.c_re.data(), *c_im = scratch.c_im.data();
+    const float* zero = scratch.zero.data();
+    for (i64 j = 0; j < row_pairs; ++j) {
+        const float* ar = a_re + (2 * j) * half;
+        const float* ai = a_im + (2 * j) * half;
+        const bool has_b = 2 * j + 1 < height;
+        const float* br = has_b ? ar + half : zero;
+        const float* bi = has_b ? ai + half : zero;
+        float* cr = c_re + j * width;
+        float* ci = c_im + j * width;
+        cr[0] = ar[0], ci[0] = br[0];
+        for (i64 k = 1; k < nyquist; ++k) cr[k] = ar[k] - bi[k], ci[k] = ai[k] + br[k];
+        cr[nyquist] = ar[nyquist], ci[nyquist] = br[nyquist];
+        for (i64 k = nyquist + 1; k < width; ++k) {
+            const i64 bin = width - k;
+            cr[k] = ar[bin] + bi[bin], ci[k] = br[bin] - ai[bin];
         }
     }
+    transpose(c_re, width, row_pairs, width, b_re, row_pairs, along_w->load_position.data());
+    transpose(c_im, width, row_pairs, width, b_im, row_pairs, along_w->load_position.data());
     dft_rows(*along_w, b_re, b_im, row_pairs);
 
+    if (out_stride_col == 1) {  // rows 2j from b_re's column j, rows 2j + 1 from b_im's
+        transpose(b_re, row_pairs, width, row_pairs, out, 2 * out_stride_row, nullptr);
+        transpose(b_im, row_pairs, width, height / 2, out + out_stride_row, 2 * out_stride_row, nullptr);
+        return;
+    }
     for (i64 j = 0; j < row_pairs; ++j) {  // output rows in order: the strided reads stay in the scratch
         float* even = out + (2 * j) * out_stride_row;
         for (i64 x = 0; x < width; ++x) even[x * out_stride_col] = b_re[x * row_pairs + j];
@@ -295,42 +348,49 @@ void inverse_real_plane_adjoint(const float* g, i64 g_stride_row, i64 g_stride_c
     float *b_re = scratch.b_re.data(), *b_im = scratch.b_im.data();
 
     const int* position = along_w->load_position.data();
-    for (i64 j = 0; j < row_pairs; ++j) {  // input rows in order: the strided writes stay in the scratch
-        const float* even = g + (2 * j) * g_stride_row;
-        for (i64 x = 0; x < width; ++x) b_re[position[x] * row_pairs + j] = even[x * g_stride_col];
-        const float* odd = even + g_stride_row;
-        if (2 * j + 1 < height)
-            for (i64 x = 0; x < width; ++x) b_im[position[x] * row_pairs + j] = odd[x * g_stride_col];
-        else
-            for (i64 x = 0; x < width; ++x) b_im[position[x] * row_pairs + j] = 0.0f;
+    if (g_stride_col == 1) {  // b_re's column j from row 2j, b_im's from row 2j + 1; rows in load order
+        transpose(g, 2 * g_stride_row, row_pairs, width, b_re, row_pairs, position);
+        transpose(g + g_stride_row, 2 * g_stride_row, height / 2, width, b_im, row_pairs, position);
+        if (height % 2)  // the last row has no partner
+            for (i64 x = 0; x < width; ++x) b_im[position[x] * row_pairs + row_pairs - 1] = 0.0f;
+    } else {
+        for (i64 j = 0; j < row_pairs; ++j) {  // input rows in order: the strided writes stay in the scratch
+            const float* even = g + (2 * j) * g_stride_row;
+            for (i64 x = 0; x < width; ++x) b_re[position[x] * row_pairs + j] = even[x * g_stride_col];
+            const float* odd = even + g_stride_row;
+            if (2 * j + 1 < height)
+                for (i64 x = 0; x < width; ++x) b_im[position[x] * row_pairs + j] = odd[x * g_stride_col];
+            else
+                for (i64 x = 0; x < width; ++x) b_im[position[x] * row_pairs + j] = 0.0f;
+        }
     }
     dft_rows(*along_w, b_re, b_im, row_pairs);
 
     // transpose of the Hermitian extension and pairing: bins k and W-k both feed bin k. Bin by bin,
-    // so the reads run along the pairs (contiguous); the writes go down a column of the scratch.
-    const int* row_of = along_h->load_position.data();
+    // reading along the pairs, into c [W/2+1][H]; then one transpose puts the bins along a's rows
+    // (in the H pass's load order).
+    float *c_re = scratch.c_re.data(), *c_im = scratch.c_im.data();
+    const i64 full_pairs = height / 2;
     for (i64 k = 0; k < half; ++k) {
         const float* zr = b_re + k * row_pairs;
         const float* zi = b_im + k * row_pairs;
-        const bool real_bin = k == 0 || k == nyquist;
-        const float* mr = b_re + (real_bin ? k : width - k) * row_pairs;
-        const float* mi = b_im + (real_bin ? k : width - k) * row_pairs;
-        for (i64 j = 0; j < row_pairs; ++j) {
-            const i64 even = row_of[2 * j] * half + k;
-            if (real_bin) {
-                a_re[even] = zr[j], a_im[even] = 0.0f;
-            } else {
-                a_re[even] = zr[j] + mr[j], a_im[even] = zi[j] - mi[j];
-            }
-            if (2 * j + 1 == height) break;
-            const i64 odd = row_of[2 * j + 1] * half + k;
-            if (real_bin) {
-                a_re[odd] = zi[j], a_im[odd] = 0.0f;
-            } else {
-                a_re[odd] = zi[j] + mi[j], a_im[odd] = mr[j] - zr[j];
-            }
+        float* cr = c_re + k * height;
+        float* ci = c_im + k * height;
+        if (k == 0 || k == nyquist) {
+            for (i64 j = 0; j < full_pairs; ++j) cr[2 * j] = zr[j], ci[2 * j] = 0.0f, cr[2 * j + 1] = zi[j], ci[2 * j + 1] = 0.0f;
+            if (height % 2) cr[height - 1] = zr[full_pairs], ci[height - 1] = 0.0f;
+            continue;
         }
+        const float* mr = b_re + (width - k) * row_pairs;
+        const float* mi = b_im + (width - k) * row_pairs;
+        for (i64 j = 0; j < full_pairs; ++j) {
+            cr[2 * j] = zr[j] + mr[j], ci[2 * j] = zi[j] - mi[j];
+            cr[2 * j + 1] = zi[j] + mi[j], ci[2 * j + 1] = mr[j] - zr[j];
+        }
+        if (height % 2) cr[height - 1] = zr[full_pairs] + mr[full_pairs], ci[height - 1] = zi[full_pairs] - mi[full_pairs];
     }
+    transpose(c_re, height, half, height, a_re, half, along_h->load_position.data());
+    transpose(c_im, height, half, height, a_im, half, along_h->load_position.data());
     dft_rows(*along_h, a_re, a_im, half);
 
     for (i64 h = 0; h < height; ++h) {

@@ -40,7 +40,8 @@ void dft_rows(const DftPlan& plan, float* re, float* im, std::int64_t m);
 
 // Scratch for one plane of size height x width (reused across the planes a worker takes).
 struct SpectralScratch {
-    std::vector<float> a_re, a_im, b_re, b_im;
+    std::vector<float> a_re, a_im, b_re, b_im, c_re, c_im;  // the passes' arrays, and transposes' staging
+    std::vector<float> zero;                                // a row of zeros (an odd height's last pair)
     void reserve(std::int64_t height, std::int64_t width);
 };
 
