@@ -52,8 +52,9 @@ inline float floor_of(float x) {
 
 // Samples of output pixels (qy, qx0 .. qx0 + n - 1): the top-left corner (y0, x0) of each and its
 // bilinear fractions (wy, wx), by the same operations, in the same order, as transforms._source and
-// _warp_forward. Plain loops over arrays, which the compiler vectorizes: computed per pixel inside
-// the interpolation loop, this arithmetic took ~25% of the forward warp's time.
+// _warp_forward. Plain loops over arrays, which the compiler vectorizes (given -fno-trapping-math,
+// see CMakeLists.txt, for floor_of's compare): computed per pixel inside the interpolation loop,
+// this arithmetic took ~25% of the forward warp's time.
 constexpr int kBlock = 64;
 
 struct SampleBlock {
