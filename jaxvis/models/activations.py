@@ -43,9 +43,9 @@ def _per_item_nonzero(values):
 
     Exact, but usually cheap for feature maps: a strided look at every 8th row and column decides
     every item that has a nonzero entry there, and the full reduction runs (under `lax.cond`) only
-    when some item shows none. The full reduction in every ReLU of every redirected step was a
-    second pass over each ReLU's input and gradient: a redirected step of the default job measured
-    30.7 ms against 25.4 ms for a true-gradient step (108 px), 27.8 ms with the quick look."""
+    when some item shows none. The full reduction in every ReLU of every redirected step is a
+    second pass over each ReLU's input and gradient: a redirected 128 px step of the default job
+    measured 45.2 ms with it every time, 41.2 ms with the quick look (true gradient: 37.9 ms)."""
     if values.ndim == 0:
         return values != 0
     if values.ndim == 4:
