@@ -15,7 +15,6 @@
 // Each (image, channel) plane is independent; the planes (the images, for the fused calls) are
 // spread over the cores.
 #include <cstdint>
-
 #include <vector>
 
 #include "colour.hpp"
