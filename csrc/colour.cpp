@@ -1,5 +1,7 @@
 #include "colour.hpp"
 
+#include "cpu_features.hpp"
+
 #include <algorithm>
 #include <cstring>
 
@@ -85,25 +87,20 @@ __attribute__((target("avx2,fma"))) void colour_sigmoid_adjoint_avx2(const float
                                                                     float* grad_latent, i64 n) {
     colour_sigmoid_adjoint_body(g, rgb, colour, grad_latent, n);
 }
-
-bool has_avx2() {
-    static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    return avx2;
-}
 #endif
 
 }  // namespace
 
 void colour_sigmoid(const float* latent, const float* colour, float* rgb, i64 n) {
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (has_avx2()) return colour_sigmoid_avx2(latent, colour, rgb, n);
+    if (use_avx2_fma()) return colour_sigmoid_avx2(latent, colour, rgb, n);
 #endif
     colour_sigmoid_baseline(latent, colour, rgb, n);
 }
 
 void colour_sigmoid_adjoint(const float* g, const float* rgb, const float* colour, float* grad_latent, i64 n) {
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (has_avx2()) return colour_sigmoid_adjoint_avx2(g, rgb, colour, grad_latent, n);
+    if (use_avx2_fma()) return colour_sigmoid_adjoint_avx2(g, rgb, colour, grad_latent, n);
 #endif
     colour_sigmoid_adjoint_baseline(g, rgb, colour, grad_latent, n);
 }

@@ -8,6 +8,8 @@
 // so each source row is filtered once per chunk (plus k - 1 halo rows where a
 // chunk starts); bicubic resize does the same with a ring of 4 rows.
 #include "image_kernels.hpp"
+
+#include "cpu_features.hpp"
 #include "parallel.hpp"
 
 #include <algorithm>
@@ -100,10 +102,7 @@ __attribute__((target("avx2,fma"))) void weighted_sum_avx2(float* d, const float
 // JAXVIS_NATIVE_NO_AVX2=1 in the environment forces the baseline loops (for tests).
 WeightedSumFn pick_weighted_sum() {
 #if JAXVIS_X86_DISPATCH
-    const char* off = std::getenv("JAXVIS_NATIVE_NO_AVX2");
-    if (off && *off && *off != '0') return weighted_sum_generic;
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return weighted_sum_avx2;
+    if (use_avx2_fma()) return weighted_sum_avx2;
 #endif
     return weighted_sum_generic;
 }

@@ -1,5 +1,7 @@
 #include "spectral.hpp"
 
+#include "cpu_features.hpp"
+
 #include <cmath>
 #include <map>
 #include <mutex>
@@ -228,8 +230,7 @@ void dft_rows_baseline(const DftPlan& plan, float* re, float* im, i64 m) { dft_r
 
 void dft_rows(const DftPlan& plan, float* re, float* im, i64 m) {
 #if defined(__x86_64__) && defined(__GNUC__)
-    static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (avx2) return dft_rows_avx2(plan, re, im, m);
+    if (use_avx2_fma()) return dft_rows_avx2(plan, re, im, m);
 #endif
     dft_rows_baseline(plan, re, im, m);
 }

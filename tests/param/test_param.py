@@ -204,3 +204,27 @@ def test_fused_call_only_for_lucids_default_on_rgb():
     assert "image_forward" not in lowered(image_param("fft", valid_range="offset"), rgb)
     assert not fused.usable(jnp.zeros((1, 1, 64, 33, 2), jnp.float32))  # gray
     assert not fused.usable(jnp.zeros((1, 3, 106, 54, 2), jnp.float32))  # a size for XLA's FFT
+
+
+@needs_native_spectral
+def test_fused_call_baseline_loops_match_too():
+    """The transform's butterflies and the colour/sigmoid loops also have baseline (non-AVX2)
+    builds; JAXVIS_NATIVE_NO_AVX2=1 selects them (csrc/cpu_features.hpp)."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import jax, jax.numpy as jnp, numpy as np
+from jaxvis.param import image_param, spatial
+params = jnp.asarray(np.random.default_rng(1).standard_normal((2, 3, 108, 55, 2)), jnp.float32)
+g = jnp.asarray(np.random.default_rng(2).standard_normal((2, 108, 108, 3)), jnp.float32)
+run = lambda: (jax.jit(image_param("fft").to_image)(params),
+               jax.jit(lambda p: jax.vjp(image_param("fft").to_image, p)[1](g)[0])(params))
+images, grad = run()
+spatial.use_native_spectral = lambda params: False
+want_images, want_grad = run()
+np.testing.assert_allclose(images, want_images, rtol=0, atol=1e-5)
+np.testing.assert_allclose(grad, want_grad, rtol=0, atol=2e-6 * float(np.abs(np.asarray(want_grad)).max()))
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "JAXVIS_NATIVE_NO_AVX2": "1"})
