@@ -16,11 +16,14 @@ import os
 import subprocess
 import sys
 
+import _results  # benchmarks/_results.py: print and write benchmarks/results/<name>.json
+
 CHILD = r"""
 import json, sys, time
 import jax
 from jaxvis.models import load_model
-from jaxvis.render import RenderConfig, render
+from jaxvis.optvis.render import RenderConfig, render
+
 count, layer, filters, size, steps, batch = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:7])
 devices = jax.local_devices()[: int(count)]
 spec = load_model("mobilenet_v2")
@@ -53,8 +56,8 @@ def main() -> None:
     base = runs[0]["filters_per_s"]
     for run in runs:
         run["speedup_vs_first"] = round(run["filters_per_s"] / base, 3)
-    print(json.dumps({"layer": options.layer, "filters": options.filters, "size": options.size, "steps": options.steps,
-                      "batch": options.batch, "cpu_count": os.cpu_count(), "runs": runs}, indent=1))
+    _results.write("bench_devices", {"layer": options.layer, "filters": options.filters, "size": options.size,
+                                       "steps": options.steps, "batch": options.batch, "runs": runs})
 
 
 if __name__ == "__main__":

@@ -10,18 +10,18 @@ same for single layers of each kind. Prints one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import time
 
+import _results  # benchmarks/_results.py: print and write benchmarks/results/<name>.json
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxvis.models.layers import choose_impl, conv2d
-from jaxvis.models.mobilenet_v2 import MobileNetV2
+from jaxvis.models.torchvision.mobilenet_v2 import MobileNetV2
 
 
 def _time(fns: dict, *args, repeats: int) -> dict:
@@ -116,7 +116,7 @@ def main() -> None:
                             **{f"{impl}_min_ms": timed[impl]["min_ms"] for impl in timed}}
         result["layers_forward_and_input_grad"] = layers
     result["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
-    print(json.dumps(result, indent=2))
+    _results.write("bench_layers", result)
 
 
 if __name__ == "__main__":

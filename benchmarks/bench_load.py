@@ -17,13 +17,13 @@ and their ratio (target: <= 2). Torch files load onto the zoo's `vgg16` when it 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
 import time
 import zipfile
 
+import _results  # benchmarks/_results.py: print and write benchmarks/results/<name>.json
 import jax
 import numpy as np
 
@@ -89,8 +89,8 @@ def write_files(folder: str) -> dict[str, str]:
             variables.attrs["name"] = name
             for i, array in enumerate(keras_layers.get(name, [])):
                 variables.create_dataset(str(i), data=array)
-    from jaxvis.convert.converted import save_converted
     from jaxvis.models import load_model
+    from jaxvis.models.converted import save_converted
 
     save_converted(load_model("keras_vgg16", weights=paths["keras_legacy_h5"]), paths["jaxvis_converted"])
     return paths
@@ -124,7 +124,7 @@ def _torch_loader(path):
 
     if "vgg16" in model_names():
         return load_model("vgg16", weights=path).variables
-    from jaxvis.convert.torch_checkpoint import load_state_dict
+    from jaxvis.convert.torch.checkpoint import load_state_dict
 
     return jax.device_put(load_state_dict(path))
 
@@ -136,7 +136,7 @@ def _keras_loader(path):
 
 
 def _converted_loader(path):
-    from jaxvis.convert.converted import load_converted
+    from jaxvis.models.converted import load_converted
 
     return load_converted(path).variables
 
@@ -179,12 +179,12 @@ def main():
             read_s, load_s = best(read, path, args.repeats), best(load, path, args.repeats)
             results[name] = {"file_mb": round(os.path.getsize(path) / 1e6, 1), "read_s": round(read_s, 3),
                              "read": read_what, "load_s": round(load_s, 3), "ratio": round(load_s / read_s, 2)}
-    print(json.dumps({
-        "benchmark": "bench_load", "device": str(jax.devices()[0]), "jax": jax.__version__,
+    _results.write("bench_load", {
+        "device": str(jax.devices()[0]), "jax": jax.__version__,
         "numpy": np.__version__, "python": platform.python_version(), "cpus": os.cpu_count(),
         "torch_target": "zoo vgg16" if "vgg16" in model_names() else "load_state_dict + device_put (no zoo vgg16)",
         "write_files_s": round(written, 1), "repeats": args.repeats, "results": results,
-    }, indent=2))
+    })
 
 
 if __name__ == "__main__":

@@ -27,19 +27,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import json
 import os
 import platform
 import statistics
 import time
 
+import _results  # benchmarks/_results.py: print and write benchmarks/results/<name>.json
 import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxvis import _core, native
-
 
 # ------------------------------------------------------------------ timing
 
@@ -269,7 +268,7 @@ def _with_native(module, switch: str, native_on: bool, fn):
 
 
 def _with_warp(native_on: bool, fn):
-    from jaxvis import transforms
+    from jaxvis.optvis import transforms
 
     return _with_native(transforms, "_use_native_warp", native_on, fn)
 
@@ -278,10 +277,10 @@ def warp_section(batch=16, size=128, steps=8, quick=False):
     """The standard transform's warp (jitter + zoom + rotation, one bilinear resampling) as the C++
     XLA FFI custom call against its pure-JAX gather version: alone, and inside the render step of
     the default atlas job (MobileNetV2 features.10, FFT parameterization; and pixels), per step."""
-    from jaxvis import transforms
     from jaxvis.models import load_model
-    from jaxvis.objectives import as_objective
-    from jaxvis.render import RenderConfig, _init_params, _optimize_octave, unit_keys
+    from jaxvis.optvis import transforms
+    from jaxvis.optvis.objectives import as_objective
+    from jaxvis.optvis.render import RenderConfig, _init_params, _optimize_octave, unit_keys
 
     if not transforms.native_warp_available():
         return {"skipped": "the extension was built without XLA's FFI headers"}
@@ -322,11 +321,11 @@ def spectral_section(batch=16, sizes=(108, 128), steps=8, quick=False):
     (there also with colour mixing and sigmoid fused into the C++ call)
     (MobileNetV2 features.10, batch 16) at each octave size. Alone, XLA's FFT runs on all cores and
     warm; inside the step's loop it runs on one core, on buffers the network evicted from cache."""
-    from jaxvis import custom_calls
     from jaxvis.models import load_model
-    from jaxvis.objectives import as_objective
-    from jaxvis.param import fused, spatial
-    from jaxvis.render import RenderConfig, _init_params, _optimize_octave, unit_keys
+    from jaxvis.native import custom_calls
+    from jaxvis.optvis.objectives import as_objective
+    from jaxvis.optvis.param import fused, spatial
+    from jaxvis.optvis.render import RenderConfig, _init_params, _optimize_octave, unit_keys
 
     if not custom_calls.cpu_targets("spectral"):
         return {"skipped": "the extension was built without XLA's FFI headers"}
@@ -423,7 +422,7 @@ def main():
         "spectral": spectral_section(quick=args.quick),
         "load_average_1_5_15min_at_end": list(os.getloadavg()),
     }
-    print(json.dumps(result, indent=1))
+    _results.write("bench_native", result)
 
 
 if __name__ == "__main__":

@@ -17,19 +17,20 @@ The first run of each, compilation included, gives `overhead_ratio_cold`. Prints
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
 
+import _results  # benchmarks/_results.py: print and write benchmarks/results/<name>.json
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvis.atlas import parse_units
-from jaxvis.cli import DEFAULT_ATLAS_LAYER, _render_config, build_parser
+from jaxvis.cli import build_parser
+from jaxvis.cli.atlas import DEFAULT_LAYER, render_config
 from jaxvis.models import DEFAULT_MODEL, load_model
-from jaxvis.render import render
+from jaxvis.optvis.render import render
+from jaxvis.recipes.atlas import parse_units
 
 
 def bare_gradient_passes(spec, layer: str, batch: int, size: int, steps: int):
@@ -60,14 +61,14 @@ def timed(fn) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layer", default=DEFAULT_ATLAS_LAYER)
+    parser.add_argument("--layer", default=DEFAULT_LAYER)
     parser.add_argument("--filters", default="all")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--atlas-args", default="", help="extra `jaxvis atlas` options, e.g. '--param pixel --transforms jitter'")
     options = parser.parse_args()
 
     # exactly the CLI's defaults, plus any --atlas-args
-    config = _render_config(build_parser().parse_args(["atlas", *options.atlas_args.split()]))
+    config = render_config(build_parser().parse_args(["atlas", *options.atlas_args.split()]))
     spec = load_model(DEFAULT_MODEL)
     units = parse_units(options.filters, spec.channel_count(options.layer, (config.size, config.size)))
     sizes = config.octave_sizes()
@@ -96,7 +97,7 @@ def main() -> None:
         render_times.append(timed(atlas_job))
         bare_times.append(timed(bare_job))
     render_s, bare_s = statistics.median(render_times), statistics.median(bare_times)
-    print(json.dumps({
+    _results.write("bench_render", {
         "model": DEFAULT_MODEL, "layer": options.layer, "atlas_args": options.atlas_args,
         "param": config.param, "transforms": config.transforms, "filters": len(units), "batch": config.batch,
         "sizes": sizes, "steps_per_octave": config.steps, "total_steps": steps_total,
@@ -109,7 +110,7 @@ def main() -> None:
         "overhead_ratio_paired_median": round(statistics.median(r / b for r, b in zip(render_times, bare_times)), 3),
         "overhead_ratio_best": round(min(render_times) / min(bare_times), 3),
         "overhead_ratio_cold": round(cold_atlas / cold_bare, 3),
-    }, indent=1))
+    })
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 The CLI prints `error: <message>` and exits 2 for these; anything else is a bug and keeps its traceback.
 """
 
+__all__ = ["JaxvisError", "WeightFileError", "unknown_name"]
+
 
 class JaxvisError(Exception):
     """A user-facing error: bad input, missing file, unknown name. The message is one line."""

@@ -1,8 +1,11 @@
 """Shared fixtures: the real MobileNetV2 checkpoint and real photos (no network needed)."""
 
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
+sys.path.insert(0, str(Path(__file__).parent / "support"))  # reference builders: torch / Keras twins of the zoo
 
 import numpy as np
 import pytest

@@ -1,1 +1,3 @@
 """Weight files (PyTorch, Keras) into Flax variables, without torch or TensorFlow."""
+
+__all__ = []

@@ -19,16 +19,25 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
 from jaxvis.convert.host_buffers import read_aligned
 from jaxvis.errors import WeightFileError
 
-__all__ = ["MAX_HEADER", "Record", "read_header", "read_records"]
+__all__ = ["DTYPE_NAMES", "ITEMSIZES", "MAX_HEADER", "Record", "read_header", "read_records"]
 
 MAX_HEADER = 100 << 20  # safetensors' own limit on the JSON header
+
+# safetensors dtype names -> the element type's name, as NumPy / ml_dtypes and torch spell it.
+DTYPE_NAMES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "C64": "complex64",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U64": "uint64", "U32": "uint32",
+    "U16": "uint16", "U8": "uint8", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+}
+ITEMSIZES = {name: {"F64": 8, "C64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2,
+                    "I16": 2, "U16": 2}.get(name, 1) for name in DTYPE_NAMES}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,6 +23,8 @@ GUIDED and RECTIFIED follow keras-vis and are used when differentiating a *score
 import jax
 import jax.numpy as jnp
 
+__all__ = ["relu", "relu6"]
+
 TRUE, REDIRECT, GUIDED, RECTIFIED = 0.0, 1.0, 2.0, 3.0
 
 
@@ -34,7 +36,7 @@ def _per_item_max_magnitude(values):
     """max |values| per batch item (over all but the first axis).
 
     A max of |values|, not `jnp.any(values != 0)`: XLA CPU reduces a boolean tensor several times
-    slower than a float one (a [16,64,64,96] map: ~13 ms against ~4 ms)."""
+    slower than a float one."""
     return jnp.max(jnp.abs(values).reshape(values.shape[0], -1), axis=1)
 
 
@@ -44,8 +46,8 @@ def _per_item_nonzero(values):
     Exact, but usually cheap for feature maps: a strided look at every 8th row and column decides
     every item that has a nonzero entry there, and the full reduction runs (under `lax.cond`) only
     when some item shows none. The full reduction in every ReLU of every redirected step is a
-    second pass over each ReLU's input and gradient: a redirected 128 px step of the default job
-    measured 45.2 ms with it every time, 41.2 ms with the quick look (true gradient: 37.9 ms)."""
+    second pass over each ReLU's input and gradient, which the quick look mostly saves
+    (benchmarks/README.md)."""
     if values.ndim == 0:
         return values != 0
     if values.ndim == 4:
@@ -62,8 +64,7 @@ def _gradient(mode, g, x, upper=None):
     `upper`, for ReLU6).
 
     Each mode's formula, masks included, lives inside its own `lax.switch` branch, so a step
-    computes only the one it uses (computed outside the branches, all four ran every step and
-    cost ~25% of a render's time)."""
+    computes only the one it uses (computed outside the branches, all four ran every step)."""
     def active(x):
         return (x > 0) if upper is None else (x > 0) & (x < upper)
 

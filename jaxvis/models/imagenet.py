@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 from importlib import resources
 
+__all__ = ["N_CLASSES", "imagenet_class_names"]
+
 N_CLASSES = 1000
 
 

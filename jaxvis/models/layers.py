@@ -30,12 +30,17 @@ forcing a formulation for a test or a benchmark is `module.clone(conv_impl="lax"
 from __future__ import annotations
 
 import functools
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+__all__ = [
+    "Conv2d", "IMPLS", "Linear", "choose_impl", "conv2d", "conv_lax", "conv_taps", "is_depthwise",
+    "normalize_padding",
+]
 
 IMPLS = ("auto", "lax", "taps")
 _STEM_TAPS_MAX = 32  # largest kh*kw*Cin/groups a CPU regular conv still runs as im2col

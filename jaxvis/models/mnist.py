@@ -22,15 +22,24 @@ import functools
 import flax.linen as nn
 import jax
 
-from jaxvis.convert.torch_layout import conv_rule, convert_state_dict, linear_rule
+from jaxvis.convert.torch.layout import conv_rule, convert_state_dict, linear_rule
 from jaxvis.errors import JaxvisError
 from jaxvis.models.activations import relu
 from jaxvis.models.layers import Conv2d, Linear
 from jaxvis.models.registry import register
 from jaxvis.models.spec import ModelSpec, Preprocess
-from jaxvis.models.torch_ops import (
-    Selection, check_input, flatten, init_shapes, linear_outputs, load_torch_weights, max_pool, random_init,
+from jaxvis.models.torchvision.common import (
+    Selection,
+    check_input,
+    flatten,
+    init_shapes,
+    linear_outputs,
+    load_torch_weights,
+    max_pool,
+    random_init,
 )
+
+__all__ = ["INPUT_SHAPE", "LAYER_NAMES", "MNIST", "MnistCNN", "POOLED_CHW", "from_state_dict", "torch_mnist_cnn"]
 
 LAYER_NAMES = ("conv1", "conv2", "dropout1", "fc1", "dropout2", "fc2")
 MNIST = Preprocess(mean=(0.1307,), std=(0.3081,))
@@ -95,7 +104,8 @@ def _init_shapes(num_classes: int) -> dict:
     return init_shapes(MnistCNN(num_classes), (1, *INPUT_SHAPE))
 
 
-@register("torch_mnist_cnn", "pytorch/examples MNIST CNN (28x28 gray), weights=<its .pth/.safetensors> or random")
+@register("torch_mnist_cnn", "pytorch/examples MNIST CNN (28x28 gray), weights=<its .pth/.safetensors> or random",
+          framework="pytorch", module_class=MnistCNN, preprocess=MNIST, input_shape=INPUT_SHAPE)
 def torch_mnist_cnn(weights=None, *, conv_impl: str = "auto", seed: int = 0) -> ModelSpec:
     """pytorch/examples' MNIST CNN; `weights`: its state_dict (.pth zip / legacy, .safetensors)."""
     if weights is not None:

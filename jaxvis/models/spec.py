@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 import weakref
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxvis.errors import JaxvisError, unknown_name
+
+__all__ = ["KERAS_CAFFE", "KERAS_TF", "ModelSpec", "Preprocess", "TORCH_IMAGENET", "UNIT", "check_image_batch"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +81,7 @@ class ModelSpec:
       class_names: names of the classes of `logits_layer`, if known.
       source: where the weights came from (file path or zoo tag).
       recipe: JSON-able data saying how to rebuild `module` without its weights, stored by
-        `jaxvis.convert.converted.save_converted`: `{"zoo": name, "options": {...}}` (the zoo
+        `jaxvis.convert.jaxvis_file.save_converted`: `{"zoo": name, "options": {...}}` (the zoo
         builder's architecture options, never `weights`) or `{"keras_config": <Keras model config>}`
         (a generic Keras graph). Builders should set it; None means `{"zoo": name}`, with the module
         rebuilt from its class and fields.
@@ -137,7 +140,7 @@ class ModelSpec:
 
 
 # ModelSpec -> {(layer, height, width): channels}; weak, so a cached spec's weights can be freed.
-_CHANNEL_COUNTS: "weakref.WeakKeyDictionary[ModelSpec, dict]" = weakref.WeakKeyDictionary()
+_CHANNEL_COUNTS: weakref.WeakKeyDictionary[ModelSpec, dict] = weakref.WeakKeyDictionary()
 
 
 def check_image_batch(images, channels: int, what: str = "images") -> None:
@@ -146,5 +149,3 @@ def check_image_batch(images, channels: int, what: str = "images") -> None:
     if len(shape) != 4 or shape[-1] != channels:
         raise JaxvisError(f"{what} must have shape [batch, height, width, {channels}], got {shape}")
 
-
-Builder = Callable[..., ModelSpec]

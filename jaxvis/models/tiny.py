@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 
 from jaxvis.models.activations import relu
 from jaxvis.models.registry import register
 from jaxvis.models.spec import ModelSpec, Preprocess
 
+__all__ = ["LAYERS", "TINY_PREPROCESS", "TinyCNN", "tiny_cnn"]
+
 LAYERS = ("conv1", "conv2", "conv3", "logits")
+TINY_PREPROCESS = Preprocess(mean=(0.5,), std=(0.25,))
 
 
 class TinyCNN(nn.Module):
@@ -33,12 +36,13 @@ class TinyCNN(nn.Module):
         return found
 
 
-@register("tiny_cnn", "a tiny random CNN for tests and smoke runs (random weights, seed 0)")
+@register("tiny_cnn", "a tiny random CNN for tests and smoke runs (random weights, seed 0)", framework="jaxvis",
+          module_class=TinyCNN, takes_weights=False, preprocess=TINY_PREPROCESS, input_shape=(32, 32, 3))
 def tiny_cnn(*, channels: int = 3, seed: int = 0, size: int = 32) -> ModelSpec:
     module = TinyCNN()
     variables = module.init(jax.random.PRNGKey(seed), jnp.zeros((1, size, size, channels)))
     return ModelSpec(
         name="tiny_cnn", module=module, variables=variables, input_shape=(size, size, channels),
-        layer_names=LAYERS, preprocess=Preprocess(mean=(0.5,), std=(0.25,)), logits_layer="logits",
+        layer_names=LAYERS, preprocess=TINY_PREPROCESS, logits_layer="logits",
         source=f"random init, seed {seed}", recipe={"zoo": "tiny_cnn", "options": {"channels": channels, "seed": seed, "size": size}},
     )

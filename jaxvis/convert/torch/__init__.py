@@ -1,0 +1,3 @@
+"""PyTorch files without torch: checkpoints through a restricted unpickler, and state_dict layout rules."""
+
+__all__ = []

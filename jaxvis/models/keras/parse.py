@@ -1,0 +1,332 @@
+"""Keras layer configs as graph nodes: one Keras layer (class name, name, `get_config()` dict,
+input layer names) becomes a `Node` holding its op and its activation.
+
+The graph is data, never code: `parse_layer` validates every layer (an unsupported class is a
+`JaxvisError` naming its class and name; a `Lambda` is refused because it would run code from the
+file; a nested model is refused with its name). Both Keras 2 and Keras 3 spellings of a config are
+read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from jaxvis.convert.keras.names import snake_case
+from jaxvis.errors import JaxvisError
+from jaxvis.models.keras.activation import ACTIVATIONS, Activation
+from jaxvis.models.keras.ops import (
+    MERGES,
+    BatchNorm,
+    Concat,
+    Conv,
+    Crop,
+    Dense,
+    DepthwiseConv,
+    GlobalPool,
+    Identity,
+    Input,
+    Merge,
+    Pool,
+    Rescale,
+    Reshape,
+    SeparableConv,
+    UpSample,
+    ZeroPad,
+)
+
+__all__ = ["LAYER_WEIGHTS", "SUPPORTED_LAYERS", "LayerConfig", "Node", "parse_layer", "snake_case"]
+
+
+class LayerConfig(NamedTuple):
+    """One Keras layer as plain data: class name, layer name, Keras config dict, input layer names."""
+
+    class_name: str
+    name: str
+    config: Mapping[str, Any]
+    inputs: tuple[str, ...] = ()
+
+
+def _fail(layer: LayerConfig, message: str) -> JaxvisError:
+    return JaxvisError(f"Keras layer {layer.name!r} ({layer.class_name}): {message}")
+
+
+def _pair(layer: LayerConfig, key: str, default=None) -> tuple[int, int]:
+    value = layer.config.get(key, default)
+    if value is None:
+        value = default
+    if isinstance(value, (int, float)):
+        return int(value), int(value)
+    value = tuple(value)
+    if len(value) == 1:
+        return int(value[0]), int(value[0])
+    if len(value) != 2:
+        raise _fail(layer, f"{key} must be an int or a pair, got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def _padding(layer: LayerConfig) -> str:
+    padding = str(layer.config.get("padding", "valid")).lower()
+    if padding not in ("same", "valid"):
+        raise _fail(layer, f"padding {padding!r} is not supported (only 'same' and 'valid')")
+    return padding
+
+
+def _channels_last(layer: LayerConfig) -> None:
+    data_format = layer.config.get("data_format")
+    if data_format not in (None, "channels_last"):
+        raise _fail(layer, f"data_format {data_format!r} is not supported (only channels_last)")
+
+
+def _float_or_tuple(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(float(v) for v in value)
+    return float(value)
+
+
+def _activation(layer: LayerConfig, value) -> Activation:
+    """A Keras `activation` config entry (None, a name, or a serialized function dict)."""
+    if isinstance(value, Mapping):  # Keras 3: {"module": "keras.activations", "class_name": "function", "config": "relu"}
+        value = value.get("config", value.get("class_name"))
+        if isinstance(value, Mapping):
+            value = value.get("name")
+    if value is None:
+        return Activation("linear")
+    if not isinstance(value, str):
+        raise _fail(layer, f"activation {value!r} is not supported")
+    name = value.rsplit(">", 1)[-1].lower()
+    if name in ("linear", "none", ""):
+        return Activation("linear")
+    if name == "leaky_relu":
+        return Activation("leaky_relu", negative_slope=0.2)  # Keras 3's default slope
+    if name not in ACTIVATIONS:
+        raise _fail(layer, f"activation {value!r} is not supported; supported: {', '.join(ACTIVATIONS)}")
+    return Activation(name)
+
+
+def _parse_conv(layer):
+    c = layer.config
+    _channels_last(layer)
+    dilation = _pair(layer, "dilation_rate", 1)
+    return Conv(int(c["filters"]), _pair(layer, "kernel_size"), _pair(layer, "strides", 1), _padding(layer),
+                dilation, int(c.get("groups", 1) or 1), bool(c.get("use_bias", True))), _activation(layer, c.get("activation"))
+
+
+def _parse_depthwise(layer):
+    c = layer.config
+    _channels_last(layer)
+    return DepthwiseConv(_pair(layer, "kernel_size"), _pair(layer, "strides", 1), _padding(layer),
+                         _pair(layer, "dilation_rate", 1), int(c.get("depth_multiplier", 1)),
+                         bool(c.get("use_bias", True))), _activation(layer, c.get("activation"))
+
+
+def _parse_separable(layer):
+    c = layer.config
+    _channels_last(layer)
+    return SeparableConv(int(c["filters"]), _pair(layer, "kernel_size"), _pair(layer, "strides", 1), _padding(layer),
+                         _pair(layer, "dilation_rate", 1), int(c.get("depth_multiplier", 1)),
+                         bool(c.get("use_bias", True))), _activation(layer, c.get("activation"))
+
+
+def _parse_dense(layer):
+    c = layer.config
+    return Dense(int(c["units"]), bool(c.get("use_bias", True))), _activation(layer, c.get("activation"))
+
+
+def _parse_pool(kind):
+    def parse(layer):
+        _channels_last(layer)
+        size = _pair(layer, "pool_size", 2)
+        strides = _pair(layer, "strides", None) if layer.config.get("strides") is not None else size
+        return Pool(kind, size, strides, _padding(layer)), Activation()
+
+    return parse
+
+
+def _parse_global_pool(kind):
+    def parse(layer):
+        _channels_last(layer)
+        return GlobalPool(kind, bool(layer.config.get("keepdims", False))), Activation()
+
+    return parse
+
+
+def _parse_batchnorm(layer):
+    c = layer.config
+    axis = c.get("axis", -1)
+    axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
+    if len(axes) != 1 or axes[0] not in (-1, 1, 2, 3):
+        raise _fail(layer, f"axis {axis!r} is not supported (only the channel axis, last)")
+    # renorm only changes training; inference uses the moving statistics either way.
+    return BatchNorm(float(c.get("epsilon", 1e-3)), bool(c.get("center", True)), bool(c.get("scale", True)),
+                     int(axes[0])), Activation()
+
+
+def _parse_activation_layer(layer):
+    return Identity(), _activation(layer, layer.config.get("activation"))
+
+
+def _parse_relu_layer(layer):
+    c = layer.config
+    max_value = c.get("max_value")
+    return Identity(), Activation(
+        "relu", None if max_value is None else float(max_value), float(c.get("negative_slope", 0.0) or 0.0),
+        float(c.get("threshold", 0.0) or 0.0))
+
+
+def _parse_leaky_relu(layer):
+    c = layer.config
+    slope = c.get("negative_slope", c.get("alpha", 0.3))
+    return Identity(), Activation("leaky_relu", negative_slope=float(slope))
+
+
+def _parse_elu(layer):
+    alpha = float(layer.config.get("alpha", 1.0))
+    if alpha != 1.0:
+        raise _fail(layer, f"alpha={alpha} is not supported (only 1.0)")
+    return Identity(), Activation("elu")
+
+
+def _parse_softmax(layer):
+    axis = layer.config.get("axis", -1)
+    if isinstance(axis, (list, tuple)):
+        if len(axis) != 1:
+            raise _fail(layer, f"axis {axis!r} is not supported")
+        axis = axis[0]
+    return Identity(), Activation("softmax", axis=int(axis))
+
+
+def _padding_pairs(layer, key):
+    value = layer.config.get(key, 1)
+    if isinstance(value, int):
+        return (value, value), (value, value)
+    value = tuple(value)
+    if len(value) == 2 and all(isinstance(v, int) for v in value):
+        return (value[0], value[0]), (value[1], value[1])
+    if len(value) == 2 and all(len(v) == 2 for v in value):
+        return tuple((int(a), int(b)) for a, b in value)
+    raise _fail(layer, f"{key} {value!r} is not supported")
+
+
+def _parse_zero_pad(layer):
+    _channels_last(layer)
+    return ZeroPad(_padding_pairs(layer, "padding")), Activation()
+
+
+def _parse_crop(layer):
+    _channels_last(layer)
+    return Crop(_padding_pairs(layer, "cropping")), Activation()
+
+
+def _parse_upsample(layer):
+    _channels_last(layer)
+    if layer.config.get("interpolation", "nearest") != "nearest":
+        raise _fail(layer, f"interpolation {layer.config['interpolation']!r} is not supported (only nearest)")
+    return UpSample(_pair(layer, "size", 2)), Activation()
+
+
+def _parse_flatten(layer):
+    _channels_last(layer)
+    return Reshape(None), Activation()
+
+
+def _parse_reshape(layer):
+    return Reshape(tuple(int(v) for v in layer.config["target_shape"])), Activation()
+
+
+def _parse_rescaling(layer):
+    c = layer.config
+    return Rescale(_float_or_tuple(c.get("scale", 1.0)), _float_or_tuple(c.get("offset", 0.0))), Activation()
+
+
+def _parse_concat(layer):
+    return Concat(int(layer.config.get("axis", -1))), Activation()
+
+
+def _parse_identity(layer):
+    return Identity(), Activation()
+
+
+_PARSERS = {
+    "Conv2D": _parse_conv,
+    "DepthwiseConv2D": _parse_depthwise,
+    "SeparableConv2D": _parse_separable,
+    "Dense": _parse_dense,
+    "MaxPooling2D": _parse_pool("max"),
+    "AveragePooling2D": _parse_pool("avg"),
+    "GlobalAveragePooling2D": _parse_global_pool("avg"),
+    "GlobalMaxPooling2D": _parse_global_pool("max"),
+    "BatchNormalization": _parse_batchnorm,
+    "Activation": _parse_activation_layer,
+    "ReLU": _parse_relu_layer,
+    "LeakyReLU": _parse_leaky_relu,
+    "ELU": _parse_elu,
+    "Softmax": _parse_softmax,
+    "ZeroPadding2D": _parse_zero_pad,
+    "Cropping2D": _parse_crop,
+    "UpSampling2D": _parse_upsample,
+    "Flatten": _parse_flatten,
+    "Reshape": _parse_reshape,
+    "Rescaling": _parse_rescaling,
+    "Concatenate": _parse_concat,
+    **{name: (lambda kind: lambda layer: (Merge(kind), Activation()))(name) for name in MERGES},
+    **{name: _parse_identity for name in (
+        "Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
+        "ActivityRegularization")},
+}
+# Older spellings of the same layers in Keras 2 files.
+_ALIASES = {
+    "Convolution2D": "Conv2D", "MaxPool2D": "MaxPooling2D", "AvgPool2D": "AveragePooling2D",
+    "GlobalAvgPool2D": "GlobalAveragePooling2D", "GlobalMaxPool2D": "GlobalMaxPooling2D",
+    "SeparableConvolution2D": "SeparableConv2D", "BatchNormalizationV1": "BatchNormalization",
+    "BatchNormalizationV2": "BatchNormalization", "SyncBatchNormalization": "BatchNormalization",
+}
+SUPPORTED_LAYERS = ("InputLayer",) + tuple(sorted(_PARSERS))
+_MODEL_CLASSES = ("Sequential", "Functional", "Model")
+_CODE_LAYERS = ("Lambda", "TFOpLambda", "SlicingOpLambda")
+
+# Every weight-carrying class, with its Keras weight names in `layer.weights` order (all present).
+LAYER_WEIGHTS = {
+    "Conv2D": ("kernel", "bias"), "DepthwiseConv2D": ("kernel", "bias"),
+    "SeparableConv2D": ("depthwise_kernel", "pointwise_kernel", "bias"), "Dense": ("kernel", "bias"),
+    "BatchNormalization": ("gamma", "beta", "moving_mean", "moving_variance"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    """One parsed layer: its op, its activation, and the names of the layers feeding it."""
+
+    name: str
+    class_name: str
+    inputs: tuple[str, ...]
+    op: Any
+    activation: Activation = Activation()
+
+
+def parse_layer(layer: LayerConfig) -> Node:
+    """A `LayerConfig` as a `Node`; unsupported classes raise a `JaxvisError` naming class and layer."""
+    class_name = _ALIASES.get(layer.class_name, layer.class_name)
+    layer = layer._replace(class_name=class_name, config=dict(layer.config or {}))
+    if class_name == "InputLayer":
+        shape = layer.config.get("batch_shape", layer.config.get("batch_input_shape"))
+        if shape is None:
+            raise _fail(layer, "has no batch_shape / batch_input_shape")
+        return Node(layer.name, class_name, (), Input(tuple(None if d is None else int(d) for d in shape[1:])))
+    if class_name in _CODE_LAYERS:
+        raise JaxvisError(
+            f"Keras layer {layer.name!r} is a {class_name}, which runs Python code stored in the file; "
+            f"jaxvis never executes code from a weight file (rebuild the model without {class_name} layers)")
+    if class_name in _MODEL_CLASSES:
+        raise JaxvisError(
+            f"Keras layer {layer.name!r} is a nested model ({class_name}); nested models are not supported "
+            f"(save the inner model's layers in one flat model)")
+    if class_name not in _PARSERS:
+        raise JaxvisError(
+            f"unsupported Keras layer {layer.name!r} of class {class_name}; supported: {', '.join(SUPPORTED_LAYERS)}")
+    try:
+        op, activation = _PARSERS[class_name](layer)
+    except (KeyError, TypeError, ValueError) as err:
+        raise _fail(layer, f"unreadable config ({type(err).__name__}: {err})") from None
+    return Node(layer.name, class_name, tuple(layer.inputs), op, activation)

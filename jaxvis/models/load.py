@@ -1,0 +1,120 @@
+"""One way in: a zoo name or any supported model / weight file becomes a `ModelSpec`.
+
+This is the one module that composes the file readers (`jaxvis.convert`) with the zoo.
+
+Contract: `load_model(model, weights=, arch=)` returns a `ModelSpec` or raises a `JaxvisError`
+with one line. The kind of input is decided by `describe_source` from the name alone (zoo names
+first, then the file's suffix); each file format's reader then checks the bytes themselves:
+
+* None: the default zoo model; a zoo name: the entry's builder (with `weights=` when it takes them);
+* `.pth` / `.pt` / `.bin` / `.safetensors`: a PyTorch state_dict, loaded onto the zoo architecture
+  `arch` (required); a `.safetensors` file written by `jaxvis convert` is recognized by its
+  metadata and loads as a converted model;
+* `.h5` / `.hdf5` / `.keras` / `.weights.h5`: a Keras file (`jaxvis.models.keras.load.load_keras`;
+  `arch` a `keras_*` architecture for weights-only files);
+* `.jaxvis`: a converted model (`jaxvis.models.converted.load_converted`).
+"""
+
+from __future__ import annotations
+
+import os
+
+from jaxvis.convert.jaxvis_file import is_converted
+from jaxvis.errors import JaxvisError, WeightFileError, unknown_name
+from jaxvis.models import registry
+from jaxvis.models.converted import load_converted
+from jaxvis.models.keras.load import load_keras
+from jaxvis.models.spec import ModelSpec
+
+__all__ = ["CONVERTED_SUFFIXES", "KERAS_SUFFIXES", "TORCH_SUFFIXES", "describe_source", "load_model"]
+
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+KERAS_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
+CONVERTED_SUFFIXES = (".jaxvis",)
+_TORCH_FRAMEWORKS = ("torchvision", "pytorch")
+
+
+def _looks_like_path(text: str) -> bool:
+    return os.sep in text or "/" in text or "." in os.path.basename(text)
+
+
+def describe_source(model: str | None) -> str:
+    """'zoo', 'torch', 'keras' or 'converted' for a `--model` value (no file is read).
+
+    Raises:
+      JaxvisError: an unknown name that is not a path, a missing file, a directory, or an unknown suffix.
+    """
+    if model is None or model in registry.model_names():
+        return "zoo"
+    path = os.fspath(model)
+    if not os.path.exists(path):
+        if not _looks_like_path(path):
+            raise unknown_name("model (a zoo name or a model file)", path, registry.model_names())
+        raise WeightFileError(f"{path}: no such model file")
+    if os.path.isdir(path):
+        raise WeightFileError(f"{path} is a directory; give a model file (.pth, .safetensors, .h5, .keras, .jaxvis)")
+    lower = path.lower()
+    if lower.endswith(CONVERTED_SUFFIXES):
+        return "converted"
+    if lower.endswith(KERAS_SUFFIXES):
+        return "keras"
+    if lower.endswith(TORCH_SUFFIXES):
+        return "torch"
+    raise JaxvisError(f"{path}: unknown model file type; expected one of "
+                      f"{', '.join(TORCH_SUFFIXES + KERAS_SUFFIXES + CONVERTED_SUFFIXES)} or a zoo name")
+
+
+def _torch_arch(path: str, arch: str | None) -> registry.ZooEntry:
+    torch_zoo = [item.name for item in registry.entries() if item.framework in _TORCH_FRAMEWORKS and item.takes_weights]
+    if arch is None:
+        raise JaxvisError(f"{path} holds weights only: name their architecture with --arch (one of "
+                          f"{', '.join(torch_zoo)})")
+    if arch not in registry.model_names():
+        raise unknown_name("architecture", arch, torch_zoo)
+    item = registry.entry(arch)
+    if not item.takes_weights:
+        raise JaxvisError(f"zoo model {arch} takes no weight file; architectures that do: {', '.join(torch_zoo)}")
+    return item  # a Keras architecture reads the file as a Keras file, and says what is wrong with it
+
+
+def _zoo(name: str, weights) -> ModelSpec:
+    item = registry.entry(name)
+    if weights is not None and not item.takes_weights:
+        raise JaxvisError(f"zoo model {name} takes no weight file")
+    return item.build(**({"weights": weights} if weights is not None else {}))
+
+
+def load_model(model: str | None = None, *, weights=None, arch: str | None = None, **options) -> ModelSpec:
+    """The `ModelSpec` of a zoo name or a model / weight file (see the module docstring).
+
+    Args:
+      model: a zoo name (`jaxvis.models.model_names()`), a file path, or None for the default model.
+      weights: with a zoo name: a weight file for it (default: the entry's default weights, or
+        random init).
+      arch: with a weights-only file: the zoo architecture to load them onto.
+      options: with a zoo name: the builder's options (e.g. `conv_impl="lax"`, `seed=1`).
+
+    Raises:
+      JaxvisError: one line, for an unknown name, a missing or unreadable file, an unknown suffix, a
+        missing or wrong `arch`, or weights that do not fit it.
+    """
+    kind = describe_source(model)
+    if kind == "zoo":
+        name = model or registry.DEFAULT_MODEL
+        if arch is not None:
+            raise JaxvisError(f"--arch applies to weight files; {name} is a zoo name")
+        if options:
+            return registry.entry(name).build(**({"weights": weights} if weights is not None else {}), **options)
+        return _zoo(name, weights)
+    path = os.fspath(model)
+    if weights is not None:
+        raise JaxvisError(f"--weights applies to zoo names; {path} is a file (use --arch to name its architecture)")
+    if options:
+        raise JaxvisError(f"options {sorted(options)} apply to zoo names, not to the file {path}")
+    if kind == "converted":
+        return load_converted(path)
+    if kind == "keras":
+        return load_keras(path, arch)
+    if path.lower().endswith(".safetensors") and is_converted(path):
+        return load_converted(path)
+    return _torch_arch(path, arch).build(weights=path)
