@@ -3,7 +3,7 @@
 The CLI prints `error: <message>` and exits 2 for these; anything else is a bug and keeps its traceback.
 """
 
-__all__ = ["JaxvisError", "WeightFileError", "unknown_name"]
+__all__ = ["JaxvisError", "WeightFileError", "one_line", "unknown_name"]
 
 
 class JaxvisError(Exception):
@@ -12,6 +12,11 @@ class JaxvisError(Exception):
 
 class WeightFileError(JaxvisError):
     """A weight file that is missing, truncated, corrupt, foreign or unsafe to load."""
+
+
+def one_line(text) -> str:
+    """`text` (or an exception's message) with every run of whitespace as one space: error lines stay one line."""
+    return " ".join(str(text).split())
 
 
 def unknown_name(kind: str, name: str, valid) -> JaxvisError:

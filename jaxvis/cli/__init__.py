@@ -15,7 +15,7 @@ from jaxvis.errors import JaxvisError
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 # The command modules, in the order `jaxvis --help` lists them.
-COMMANDS = ("models", "atlas", "page", "examples", "dream", "features", "weights", "cam", "convert")
+COMMANDS = ("models", "atlas", "page", "examples", "dream", "features", "weights", "cam", "convert", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if hasattr(args, "no_cache") and not args.no_cache:
+            from jaxvis.optvis import compile_cache
+
+            compile_cache.enable(args.cache_dir)
         args.run(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
     except JaxvisError as error:

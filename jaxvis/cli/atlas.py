@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from jaxvis.cli.options import add_model_options, default_of, load_model_from, pair
+from jaxvis.cli.options import add_cache_options, add_model_options, default_of, load_model_from, pair
 
 __all__ = ["DEFAULT_LAYER", "add_parser", "render_config", "run"]
 
@@ -26,6 +26,7 @@ def add_parser(sub) -> None:
     d = _render_default
     atlas = sub.add_parser("atlas", help="render the filters of a layer into an atlas")
     add_model_options(atlas)
+    add_cache_options(atlas)
     atlas.add_argument("--layer", default=None, help=f"layer name (default: {DEFAULT_LAYER} for the default model)")
     atlas.add_argument("--layers", default=None, help="comma-separated layer globs, e.g. 'features.*' (every filter of each)")
     atlas.add_argument("--all-layers", action="store_true", help="every layer of the model")
@@ -110,5 +111,5 @@ def run(args) -> None:
         manifest = render_atlas(spec, layer, plan[layer], layer_config, args.out, progress=not args.quiet,
                                 process=process, grid_tile=args.grid_tile)
         print(f"{len(plan[layer])} filters of {spec.name} {layer} ({manifest['rendered']} rendered, "
-              f"{manifest['resumed']} reused) in {manifest['render_seconds']:.1f} s -> "
-              f"{os.path.join(args.out, manifest['grid'])}")
+              f"{manifest['resumed']} reused) in {manifest['render_seconds']:.1f} s "
+              f"({manifest['compile_seconds']:.1f} s compiling) -> {os.path.join(args.out, manifest['grid'])}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from jaxvis.cli.options import add_model_options, default_of, load_model_from, names, number
+from jaxvis.cli.options import add_cache_options, add_model_options, default_of, load_model_from, names, number
 
 __all__ = ["add_parser", "run"]
 
@@ -22,6 +22,7 @@ def add_parser(sub) -> None:
     cam = sub.add_parser("cam", help="class-activation maps and attributions over photos (keras-vis visualize_cam)")
     cam.add_argument("images", nargs="+", metavar="IMAGE")
     add_model_options(cam)
+    add_cache_options(cam)
     cam.add_argument("--class", dest="classes", default="top", help="class indices, e.g. 20,379, or top (each image's best)")
     cam.add_argument("--method", default=d("method"), choices=list(METHODS))
     cam.add_argument("--layer", default=None, help="CAM layer (default: the last spatial layer before the logits)")

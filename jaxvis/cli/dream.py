@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from jaxvis.cli.options import add_model_options, default_of, load_model_from, names, number
+from jaxvis.cli.options import add_cache_options, add_model_options, default_of, load_model_from, names, number
 from jaxvis.errors import JaxvisError
 
 __all__ = ["DEFAULT_LAYERS", "IMAGE_SUFFIXES", "add_parser", "config_from", "run"]
@@ -26,6 +26,7 @@ def add_parser(sub) -> None:
     dream = sub.add_parser("dream", help="DeepDream a photo (TensorFlow's DeepDream tutorial)")
     dream.add_argument("image", metavar="IMAGE")
     add_model_options(dream)
+    add_cache_options(dream)
     dream.add_argument("--layers", default=None, help=f"comma-separated layers (default: {','.join(DEFAULT_LAYERS)})")
     dream.add_argument("--out", default=None, help="output image file (.png/.jpg; default: <image>_dream.png); "
                                                    "a .json with the settings and losses is written beside it")

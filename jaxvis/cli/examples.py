@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from jaxvis.cli.options import add_model_options, load_model_from
+from jaxvis.cli.options import add_cache_options, add_model_options, load_model_from
 from jaxvis.errors import JaxvisError
 
 __all__ = ["add_parser", "run"]
@@ -13,6 +13,7 @@ __all__ = ["add_parser", "run"]
 def add_parser(sub) -> None:
     examples = sub.add_parser("examples", help="find the image patches of a folder that excite each filter most")
     add_model_options(examples)
+    add_cache_options(examples)
     examples.add_argument("--layer", required=True, help="a layer already rendered into the atlas at --out")
     examples.add_argument("--filters", default=None, help="e.g. 0-63, 3,7,9 or all (default: every filter of the atlas)")
     examples.add_argument("--images", required=True, help="folder of JPEG/PNG images (searched recursively)")

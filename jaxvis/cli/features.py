@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from jaxvis.cli.options import add_model_options, load_model_from, number
+from jaxvis.cli.options import add_cache_options, add_model_options, load_model_from, number
 
 __all__ = ["add_parser", "run"]
 
@@ -14,6 +14,7 @@ def add_parser(sub) -> None:
 
     features = sub.add_parser("features", help="feature maps of chosen layers for an image")
     add_model_options(features)
+    add_cache_options(features)
     features.add_argument("--image", required=True)
     features.add_argument("--layers", default="all", help="comma-separated layers, or all (default)")
     features.add_argument("--out", default="jaxvis_features", help="output folder")

@@ -13,7 +13,7 @@ import math
 
 from jaxvis.errors import JaxvisError
 
-__all__ = ["add_model_options", "default_of", "load_model_from", "names", "number", "pair"]
+__all__ = ["add_cache_options", "add_model_options", "default_of", "load_model_from", "names", "number", "pair"]
 
 
 def add_model_options(parser, *, weights: bool = True) -> None:
@@ -26,6 +26,13 @@ def add_model_options(parser, *, weights: bool = True) -> None:
     if weights:
         parser.add_argument("--weights", default=None, help="weight file for the zoo model (default: its packaged weights)")
     parser.add_argument("--arch", default=None, help="zoo architecture of a weights-only file (torch state_dict, Keras weights)")
+
+
+def add_cache_options(parser) -> None:
+    """`--cache-dir` / `--no-cache`: JAX's persistent compilation cache, on by default for commands that compile."""
+    parser.add_argument("--cache-dir", default=None,
+                        help="compilation cache folder (default: $JAXVIS_CACHE_DIR, else ~/.cache/jaxvis/xla)")
+    parser.add_argument("--no-cache", action="store_true", help="compile everything afresh and keep nothing")
 
 
 def load_model_from(args, model: str | None = None):

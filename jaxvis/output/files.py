@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -69,6 +70,23 @@ def read_json(path):
 def to_uint8(image) -> np.ndarray:
     """[0, 1] float -> uint8, rounding to nearest."""
     return np.clip(np.rint(np.asarray(image, np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def safe_name(name: str) -> str:
+    """A layer or tensor name as a file or folder name: anything but letters, digits, `_`, `.` and
+    `-` becomes `_` (dots kept: `features.3.conv.1`)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def resize_image(pixels: np.ndarray, height: int, width: int, *, enlarge: str = "linear") -> np.ndarray:
+    """[H, W, C] float32 resized on the host with OpenCV: area average when the pixel count
+    shrinks (no aliasing), else bilinear (`enlarge="linear"`) or bicubic (`"cubic"`)."""
+    if pixels.shape[:2] == (height, width):
+        return pixels
+    shrink = height * width < pixels.shape[0] * pixels.shape[1]
+    interpolation = cv2.INTER_AREA if shrink else {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}[enlarge]
+    out = cv2.resize(np.ascontiguousarray(pixels), (width, height), interpolation=interpolation)
+    return out.reshape(height, width, pixels.shape[2]).astype(np.float32)
 
 
 def encode_image(image, suffix: str = ".png") -> bytes:

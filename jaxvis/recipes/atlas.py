@@ -23,6 +23,7 @@ import numpy as np
 import jaxvis
 from jaxvis.errors import JaxvisError
 from jaxvis.models.spec import ModelSpec
+from jaxvis.optvis.compile_cache import CompileClock
 from jaxvis.optvis.objectives import as_objective
 from jaxvis.optvis.render import RenderConfig, RenderResult, check_objective, render
 from jaxvis.output import files, grids
@@ -76,7 +77,8 @@ def select_layers(spec: ModelSpec, patterns: str) -> list[str]:
 
 
 def layer_dirname(layer: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", layer)
+    """The folder of a layer's filters in an atlas."""
+    return files.safe_name(layer)
 
 
 def unit_label(spec: ModelSpec, layer: str, unit: int) -> str:
@@ -140,8 +142,9 @@ def render_atlas(
     todo = [u for u in units if not done(u)]
     mine = distributed.share(todo, process_id, process_count)
     start = time.perf_counter()
-    if mine:
-        render(spec, objective, mine, config, progress=progress, on_chunk=lambda r: _save_chunk(layer_dir, r), devices=devices)
+    with CompileClock() as clock:
+        if mine:
+            render(spec, objective, mine, config, progress=progress, on_chunk=lambda r: _save_chunk(layer_dir, r), devices=devices)
     elapsed = time.perf_counter() - start
     distributed.barrier(f"atlas-rendered-{layer}")
     if process_id != 0:
@@ -160,7 +163,9 @@ def render_atlas(
     files.save_image(out_dir / grid_file, grids.image_grid(
         tiles, [f["label"] for f in filters], columns=grid_columns, title=f"{spec.name}  {layer}"))
     manifest = {**wanted, "layer_order": list(spec.layer_names), "versions": _versions(), "grid": grid_file, "rendered": len(todo),
-                "resumed": len(units) - len(todo), "render_seconds": round(elapsed, 3), "filters": filters}
+                "resumed": len(units) - len(todo), "render_seconds": round(elapsed, 3),
+                "compile_seconds": round(clock.compile_seconds, 3), "cache_load_seconds": round(clock.cache_load_seconds, 3),
+                "filters": filters}
     files.write_json(layer_dir / "manifest.json", manifest)
     write_atlas_manifest(out_dir)
     distributed.barrier(f"atlas-written-{layer}")

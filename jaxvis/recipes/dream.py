@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,6 +44,7 @@ from tqdm.auto import tqdm
 
 from jaxvis.errors import JaxvisError
 from jaxvis.models.spec import ModelSpec, check_image_batch
+from jaxvis.output.files import resize_image
 
 __all__ = ["DreamConfig", "DreamResult", "dream", "octave_sizes", "tile_plan"]
 
@@ -237,16 +237,10 @@ def _dream_octave(variables, x, first_step, low, high, *, spec: ModelSpec, layer
 
 
 def _resize(x: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize a batch [B,H,W,C] on the host: INTER_AREA to shrink, INTER_CUBIC to enlarge."""
+    """Resize a batch [B,H,W,C] on the host: area average to shrink, bicubic to enlarge."""
     if x.shape[1:3] == (height, width):
         return x
-    shrink = height * width < x.shape[1] * x.shape[2]
-    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
-    out = np.empty((x.shape[0], height, width, x.shape[3]), np.float32)
-    for i, image in enumerate(x):
-        resized = cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=interpolation)
-        out[i] = resized.reshape(height, width, x.shape[3])
-    return out
+    return np.stack([resize_image(image, height, width, enlarge="cubic") for image in x])
 
 
 def _as_float_batch(image) -> tuple[np.ndarray, bool]:

@@ -25,7 +25,6 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,13 +76,8 @@ def list_images(folder) -> list[Path]:
 
 
 def load_resized(path, size: tuple[int, int], channels: int) -> np.ndarray:
-    """One image as float32 [H, W, channels] in [0, 1], resized (area) to `size` = (H, W)."""
-    image = files.load_image(path, channels=channels)
-    h, w = size
-    if image.shape[:2] != (h, w):
-        interpolation = cv2.INTER_AREA if image.shape[0] >= h and image.shape[1] >= w else cv2.INTER_LINEAR
-        image = cv2.resize(image, (w, h), interpolation=interpolation)
-    return image.reshape(h, w, channels)
+    """One image as float32 [H, W, channels] in [0, 1], resized to `size` = (H, W) (`files.resize_image`)."""
+    return files.resize_image(files.load_image(path, channels=channels), *size)
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "layer"))

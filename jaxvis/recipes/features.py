@@ -23,11 +23,9 @@ A dense layer is drawn as a bar chart of its units; for the logits layer the top
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,15 +62,6 @@ def as_float_image(image, channels: int) -> np.ndarray:
     return np.clip(pixels, 0.0, 1.0)
 
 
-def resize_image(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
-    """[H, W, C] float32 resized with OpenCV (area average to shrink, bilinear to enlarge)."""
-    if pixels.shape[:2] == (height, width):
-        return pixels
-    shrink = height * width < pixels.shape[0] * pixels.shape[1]
-    out = cv2.resize(np.ascontiguousarray(pixels), (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return out.reshape(height, width, pixels.shape[2]).astype(np.float32)
-
-
 def prepare_image(spec: ModelSpec, image, *, fit: str = "resize") -> np.ndarray:
     """The image as the network will see it (before preprocessing): float32 [H, W, C] in [0, 1]."""
     if fit not in FITS:
@@ -80,11 +69,11 @@ def prepare_image(spec: ModelSpec, image, *, fit: str = "resize") -> np.ndarray:
     pixels = as_float_image(image, spec.channels)
     height, width = spec.input_shape[:2]
     if fit == "resize":
-        return resize_image(pixels, height, width)
+        return files.resize_image(pixels, height, width)
     if fit == "crop":
         scale = max(height, width) / CROP_FRACTION / min(pixels.shape[:2])
         h, w = max(height, int(round(pixels.shape[0] * scale))), max(width, int(round(pixels.shape[1] * scale)))
-        pixels = resize_image(pixels, h, w)
+        pixels = files.resize_image(pixels, h, w)
         top, left = (h - height) // 2, (w - width) // 2
         return np.ascontiguousarray(pixels[top:top + height, left:left + width])
     return pixels
@@ -233,11 +222,6 @@ def _vector_figure(act: np.ndarray, title: str, class_names):
     return fig
 
 
-def file_stem(layer: str) -> str:
-    """A file-name-safe version of a layer name (dots kept: `features.3.conv.1`)."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", layer)
-
-
 def save_feature_maps(
     spec: ModelSpec,
     image,
@@ -268,7 +252,7 @@ def save_feature_maps(
     acts = feature_maps(spec, pixels, layers, fit="keep")
     records = []
     for layer, act in acts.items():
-        stem = file_stem(layer)
+        stem = files.safe_name(layer)
         files.save_npy(Path(out_dir) / f"{stem}.npy", act)
         names = spec.class_names if layer == spec.logits_layer else None
         fig = layer_figure(act, layer, grid=grid, count=count, columns=columns, cmap=cmap, model=spec.name, class_names=names)

@@ -242,12 +242,6 @@ def histogram_figure(name: str, array, stats: TensorStats, *, bins: int = 50):
 
 # --- the job -----------------------------------------------------------------------------------
 
-def _file_stem(name: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-
-
 def save_weights_report(
     source,
     out_dir,
@@ -292,7 +286,7 @@ def save_weights_report(
             written["histograms"].append(name)
     elif histograms == "each":
         for s in stats:
-            name = f"histograms/{_file_stem(s.name)}.png"
+            name = f"histograms/{files.safe_name(s.name)}.png"
             save_figure(histogram_figure(s.name, tensors[s.name], s, bins=bins), out_dir / name)
             written["histograms"].append(name)
 

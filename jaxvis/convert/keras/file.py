@@ -43,7 +43,7 @@ import numpy as np
 from jaxvis.convert.host_buffers import aligned_empty
 from jaxvis.convert.keras.names import snake_case
 from jaxvis.convert.trees import shown
-from jaxvis.errors import JaxvisError, WeightFileError
+from jaxvis.errors import JaxvisError, WeightFileError, one_line
 
 __all__ = ["Keras3Weights", "KerasFile", "LegacyWeights", "Misfit", "read_keras_file"]
 
@@ -56,8 +56,8 @@ _BAD_BYTES = (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError
               zipfile.BadZipFile, zlib.error, struct.error, json.JSONDecodeError, UnicodeDecodeError)
 
 
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
+def _described(err: BaseException) -> str:
+    text = one_line(err)
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
@@ -319,4 +319,4 @@ def read_keras_file(path) -> KerasFile:
     except (WeightFileError, JaxvisError):
         raise
     except _BAD_BYTES as err:
-        raise WeightFileError(f"{path}: truncated or corrupt Keras file ({_one_line(err)})") from None
+        raise WeightFileError(f"{path}: truncated or corrupt Keras file ({_described(err)})") from None

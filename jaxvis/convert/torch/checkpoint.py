@@ -54,7 +54,7 @@ from jaxvis.convert.torch.unpickler import (
     materialize,
     storage_fields,
 )
-from jaxvis.errors import WeightFileError
+from jaxvis.errors import WeightFileError, one_line
 
 __all__ = ["load_pickled_object", "load_state_dict"]
 
@@ -72,10 +72,6 @@ _BAD_BYTES = (
 )
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 # ---------------------------------------------------------------------------------------------
 # The three formats.
 
@@ -84,7 +80,7 @@ def _load_zip(path: str):
     try:
         archive = zipfile.ZipFile(path)
     except _BAD_BYTES as err:
-        raise WeightFileError(f"{path} is a truncated or corrupt zip archive ({_one_line(err)})") from None
+        raise WeightFileError(f"{path} is a truncated or corrupt zip archive ({one_line(err)})") from None
     with archive:
         names = set(archive.namelist())
         pickles = sorted(n for n in names if n == "data.pkl" or (n.endswith("/data.pkl") and n.count("/") == 1))
@@ -230,7 +226,7 @@ def _sniff(path: str) -> str:
         with open(path, "rb") as f:
             head = f.read(512)
     except OSError as err:
-        raise WeightFileError(f"cannot read {path}: {_one_line(err.strerror or err)}") from None
+        raise WeightFileError(f"cannot read {path}: {one_line(err.strerror or err)}") from None
     if size == 0:
         raise WeightFileError(f"{path} is empty")
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
@@ -285,9 +281,9 @@ def load_pickled_object(path):
     except WeightFileError:
         raise
     except Corrupt as err:
-        raise WeightFileError(f"{path} is corrupt: {_one_line(err)}") from None
+        raise WeightFileError(f"{path} is corrupt: {one_line(err)}") from None
     except _BAD_BYTES as err:
-        raise WeightFileError(f"{path} is truncated or corrupt ({type(err).__name__}: {_one_line(err)})") from None
+        raise WeightFileError(f"{path} is truncated or corrupt ({type(err).__name__}: {one_line(err)})") from None
 
 
 def load_state_dict(path) -> dict[str, np.ndarray]:

@@ -31,6 +31,7 @@ from jaxvis.models.keras.parse import LayerConfig
 from jaxvis.models.keras.weights import match_weights, variables_for_graph
 from jaxvis.models.registry import register
 from jaxvis.models.spec import KERAS_CAFFE, KERAS_TF, ModelSpec, Preprocess
+from jaxvis.models.torchvision.common import make_divisible
 
 __all__ = [
     "APPLICATIONS", "ARCHITECTURES", "Application", "inception_v3_layers", "match_application",
@@ -211,11 +212,6 @@ def inception_v3_layers(*, include_top=True, input_shape=None, classes=1000, poo
     return net.ordered(x)
 
 
-def _make_divisible(value: float, divisor: int = 8) -> int:
-    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    return rounded + divisor if rounded < 0.9 * value else rounded
-
-
 def mobilenet_v2_layers(*, alpha: float = 1.0, include_top=True, input_shape=None, classes=1000,
                         pooling=None) -> list[LayerConfig]:
     """MobileNetV2: `Conv1`, `expanded_conv_*`, `block_{1..16}_{expand,depthwise,project}[_BN|_relu]`, `out_relu`, `predictions`."""
@@ -228,17 +224,17 @@ def mobilenet_v2_layers(*, alpha: float = 1.0, include_top=True, input_shape=Non
     def halve(size):  # a stride-2 'same' conv or a valid conv on correct_pad'ed input
         return tuple(None if s is None else -(-s // 2) for s in size)
 
-    x = net.add("Conv2D", x, "Conv1", filters=_make_divisible(32 * alpha), kernel_size=[3, 3], strides=[2, 2],
+    x = net.add("Conv2D", x, "Conv1", filters=make_divisible(32 * alpha), kernel_size=[3, 3], strides=[2, 2],
                 padding="same", use_bias=False)
     size = halve(size)
     x = net.add("BatchNormalization", x, "bn_Conv1", **bn)
     x = net.add("ReLU", x, "Conv1_relu", max_value=6.0)
-    channels = _make_divisible(32 * alpha)
+    channels = make_divisible(32 * alpha)
     settings = [(1, 16, 1)] + [(6, c, s) for c, s in (
         (24, 2), (24, 1), (32, 2), (32, 1), (32, 1), (64, 2), (64, 1), (64, 1), (64, 1), (96, 1), (96, 1), (96, 1),
         (160, 2), (160, 1), (160, 1), (320, 1))]
     for block_id, (expansion, filters, stride) in enumerate(settings):
-        inputs, out = x, _make_divisible(int(filters * alpha))
+        inputs, out = x, make_divisible(int(filters * alpha))
         if block_id:
             prefix = f"block_{block_id}_"
             x = net.add("Conv2D", x, f"{prefix}expand", filters=expansion * channels, kernel_size=[1, 1],
@@ -261,7 +257,7 @@ def mobilenet_v2_layers(*, alpha: float = 1.0, include_top=True, input_shape=Non
         if channels == out and stride == 1:
             x = net.add("Add", [inputs, x], f"{prefix}add")
         channels = out
-    last = _make_divisible(1280 * alpha) if alpha > 1.0 else 1280
+    last = make_divisible(1280 * alpha) if alpha > 1.0 else 1280
     x = net.add("Conv2D", x, "Conv_1", filters=last, kernel_size=[1, 1], use_bias=False)
     x = net.add("BatchNormalization", x, "Conv_1_bn", **bn)
     x = net.add("ReLU", x, "out_relu", max_value=6.0)

@@ -110,6 +110,13 @@ def adaptive_avg_pool(x, output_size):
     return x
 
 
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """The MobileNet family's channel rounding, in torchvision and Keras alike: to a multiple of
+    `divisor`, never more than 10% down."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
 def flatten(x):
     """`torch.flatten(x, 1)` of an NHWC map, in NHWC order (the converter permutes the next linear layer)."""
     return x.reshape(x.shape[0], -1)

