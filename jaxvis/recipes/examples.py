@@ -238,12 +238,12 @@ def dataset_examples(
             index = int(found.images[rank, column])
             if index not in cache:
                 cache[index] = load_resized(found.paths[index], size, spec.channels)
-            t, l, ph, pw = patch_box(found.positions[rank, column], found.map_shape, size, patch)
+            y0, x0, ph, pw = patch_box(found.positions[rank, column], found.map_shape, size, patch)
             name = f"{layer_dirname(layer)}/examples/filter_{unit}_{rank}.png"
-            files.save_image(out_dir / name, cache[index][t : t + ph, l : l + pw])
+            files.save_image(out_dir / name, cache[index][y0 : y0 + ph, x0 : x0 + pw])
             y, x = divmod(int(found.positions[rank, column]), found.map_shape[1])
             records[unit].append({"rank": rank, "file": name, "image": found.paths[index].relative_to(folder).as_posix(),
-                                  "activation": float(found.values[rank, column]), "y": y, "x": x, "box": [t, l, ph, pw]})
+                                  "activation": float(found.values[rank, column]), "y": y, "x": x, "box": [y0, x0, ph, pw]})
 
     for record in manifest["filters"]:
         if int(record["index"]) in records:

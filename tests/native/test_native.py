@@ -155,7 +155,7 @@ def test_resize_bicubic_matches_cv2(channels, size):
     for oh, ow in resize_sizes(*size):
         out = native.resize_bicubic(x, out_h=oh, out_w=ow)
         assert out.shape == (3, oh, ow, channels)
-        ref = per_image(lambda img: cv2.resize(img, (ow, oh), interpolation=cv2.INTER_CUBIC), x)
+        ref = per_image(lambda img, ow=ow, oh=oh: cv2.resize(img, (ow, oh), interpolation=cv2.INTER_CUBIC), x)
         np.testing.assert_allclose(out, ref, rtol=0, atol=RESIZE_ATOL, err_msg=f"{size} -> {(oh, ow)}")
 
 
@@ -165,7 +165,7 @@ def test_resize_bicubic_photos(sample_photos, channels, out_size):
     x = photos_batch(sample_photos, channels)
     oh, ow = out_size
     out = native.resize_bicubic(x, out_h=oh, out_w=ow)
-    ref = per_image(lambda img: cv2.resize(img, (ow, oh), interpolation=cv2.INTER_CUBIC), x)
+    ref = per_image(lambda img, ow=ow, oh=oh: cv2.resize(img, (ow, oh), interpolation=cv2.INTER_CUBIC), x)
     np.testing.assert_allclose(out, ref, rtol=0, atol=RESIZE_ATOL)
 
 

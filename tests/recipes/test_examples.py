@@ -77,9 +77,9 @@ def test_top_example_is_the_true_maximum(atlas, photos, layer):
         flat = np.unravel_index(np.argmax(channel), channel.shape)
         assert (index, top["y"], top["x"]) == tuple(int(v) for v in flat)
         # the patch file is exactly that region of the resized image
-        t, l, ph, pw = top["box"]
-        assert (t, l, ph, pw) == patch_box(top["y"] * w + top["x"], (h, w), (SIZE, SIZE), round(SIZE / 3))
-        np.testing.assert_array_equal(files.to_uint8(files.load_image(atlas / top["file"])), files.to_uint8(images[index, t : t + ph, l : l + pw]))
+        t, left, ph, pw = top["box"]
+        assert (t, left, ph, pw) == patch_box(top["y"] * w + top["x"], (h, w), (SIZE, SIZE), round(SIZE / 3))
+        np.testing.assert_array_equal(files.to_uint8(files.load_image(atlas / top["file"])), files.to_uint8(images[index, t : t + ph, left : left + pw]))
     on_disk = files.read_json(atlas / "manifest.json")["layers"]
     assert [layer_manifest["layer"] for layer_manifest in on_disk] == ["conv2", "logits"]
     assert on_disk[[m["layer"] for m in on_disk].index(layer)] == files.read_json(atlas / layer / "manifest.json") == manifest
