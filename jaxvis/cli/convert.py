@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from jaxvis.cli.options import load_model_from
+from jaxvis.cli.options import add_model_options, load_model_from
 from jaxvis.errors import JaxvisError
 
 __all__ = ["add_parser", "run"]
@@ -14,7 +14,7 @@ __all__ = ["add_parser", "run"]
 def add_parser(sub) -> None:
     convert = sub.add_parser("convert", help="convert a model or weight file (or a zoo model) into one .jaxvis file")
     convert.add_argument("source", metavar="SRC", help="zoo name, .pth/.safetensors (with --arch), .h5, .keras or .jaxvis")
-    convert.add_argument("--arch", default=None, help="zoo architecture of a weights-only file (torch state_dict, Keras weights)")
+    add_model_options(convert, weights=False, model=False)
     convert.add_argument("--out", required=True, help="the .jaxvis file to write")
     convert.set_defaults(run=run)
 

@@ -16,16 +16,24 @@ from jaxvis.errors import JaxvisError
 __all__ = ["add_cache_options", "add_model_options", "default_of", "load_model_from", "names", "number", "pair"]
 
 
-def add_model_options(parser, *, weights: bool = True) -> None:
-    """`--model`, `--weights` (zoo names only) and `--arch` (weights-only files)."""
+def add_model_options(parser, *, weights: bool = True, model: bool = True) -> None:
+    """`--model`, `--weights` (zoo names only), `--arch` (weights-only files), and what the file may not
+    say: `--preprocess`, `--labels`, `--input-size`."""
     from jaxvis.models.registry import DEFAULT_MODEL
 
-    parser.add_argument("--model", default=None,
-                        help=f"zoo name (see `jaxvis models`) or a model file (.pth/.safetensors with --arch, .h5, "
-                             f".keras, .jaxvis); default: {DEFAULT_MODEL}")
+    if model:
+        parser.add_argument("--model", default=None,
+                            help=f"zoo name (see `jaxvis models`) or a model file (.pth/.safetensors with --arch, .h5, "
+                                 f".keras, .jaxvis); default: {DEFAULT_MODEL}")
     if weights:
         parser.add_argument("--weights", default=None, help="weight file for the zoo model (default: its packaged weights)")
     parser.add_argument("--arch", default=None, help="zoo architecture of a weights-only file (torch state_dict, Keras weights)")
+    parser.add_argument("--preprocess", default=None,
+                        help="the model's input: unit ([0,1]), raw (0..255), tf ([-1,1]), torch (ImageNet mean/std), "
+                             "caffe (BGR 0..255 - ImageNet mean) or mean=...,std=...[,scale=...][,bgr] "
+                             "(default: what the file or zoo entry says, else unit)")
+    parser.add_argument("--labels", default=None, help="class names: a file with one per line, or a,b,c")
+    parser.add_argument("--input-size", default=None, help="H,W the model takes, for files that leave it open")
 
 
 def add_cache_options(parser) -> None:
@@ -40,7 +48,8 @@ def load_model_from(args, model: str | None = None):
     from jaxvis.models.load import load_model
 
     return load_model(model if model is not None else args.model, weights=getattr(args, "weights", None),
-                      arch=getattr(args, "arch", None))
+                      arch=getattr(args, "arch", None), preprocess=getattr(args, "preprocess", None),
+                      labels=getattr(args, "labels", None), input_size=getattr(args, "input_size", None))
 
 
 def default_of(config_class, field: str):

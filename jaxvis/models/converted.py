@@ -37,7 +37,7 @@ from jaxvis.models import registry
 from jaxvis.models.imagenet import imagenet_class_names
 from jaxvis.models.keras.applications import APPLICATIONS
 from jaxvis.models.keras.config import graph_from_keras_config
-from jaxvis.models.keras.module import KerasGraph, init_shapes
+from jaxvis.models.keras.module import KerasGraph, init_shapes, softmax_layers
 from jaxvis.models.spec import ModelSpec, Preprocess
 
 __all__ = ["SUFFIX", "describe", "load_converted", "save_converted"]
@@ -220,6 +220,7 @@ def load_converted(path, *, check: bool = True) -> ModelSpec:
     if check:
         check_against_init(variables, _init_shapes(module, input_shape), what=f"the variables in {path}")
     return ModelSpec(
+        softmax_layers=softmax_layers(module.graph) if isinstance(module, KerasGraph) else (),
         name=name, module=module, variables=jax.device_put(variables), input_shape=input_shape,
         layer_names=layer_names, preprocess=preprocess, logits_layer=meta.get("logits_layer"),
         class_names=class_names, source=f"{path} (converted from {source})" if source else path,

@@ -17,6 +17,7 @@ first, then the file's suffix); each file format's reader then checks the bytes 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from jaxvis.convert.jaxvis_file import is_converted
@@ -24,9 +25,12 @@ from jaxvis.errors import JaxvisError, WeightFileError, unknown_name
 from jaxvis.models import registry
 from jaxvis.models.converted import load_converted
 from jaxvis.models.keras.load import load_keras
-from jaxvis.models.spec import ModelSpec
+from jaxvis.models.spec import ModelSpec, Preprocess, parse_preprocess
 
-__all__ = ["CONVERTED_SUFFIXES", "KERAS_SUFFIXES", "TORCH_SUFFIXES", "describe_source", "load_model"]
+__all__ = [
+    "CONVERTED_SUFFIXES", "KERAS_SUFFIXES", "TORCH_SUFFIXES", "describe_source", "load_model", "parse_input_size",
+    "parse_labels",
+]
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 KERAS_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
@@ -84,20 +88,78 @@ def _zoo(name: str, weights) -> ModelSpec:
     return item.build(**({"weights": weights} if weights is not None else {}))
 
 
-def load_model(model: str | None = None, *, weights=None, arch: str | None = None, **options) -> ModelSpec:
-    """The `ModelSpec` of a zoo name or a model / weight file (see the module docstring).
+def parse_labels(labels) -> tuple[str, ...]:
+    """Class names from a text file (one per line) or a comma-separated list, or a sequence of names."""
+    if isinstance(labels, (list, tuple)):
+        return tuple(str(name) for name in labels)
+    text = os.fspath(labels)
+    if os.path.isfile(text):
+        with open(text, encoding="utf-8") as f:
+            names = [line.strip() for line in f]
+        while names and not names[-1]:
+            names.pop()
+    else:
+        names = [name.strip() for name in text.split(",")]
+    if not names or not all(names):
+        raise JaxvisError(f"labels {text!r}: give a file with one class name per line, or names separated by commas")
+    return tuple(names)
+
+
+def parse_input_size(size) -> tuple[int, int]:
+    """(height, width) from "H,W", "S" or a pair of ints, each at least 8."""
+    try:
+        values = tuple(int(v) for v in (size.split(",") if isinstance(size, str) else (size if hasattr(size, "__len__") else [size])))
+    except (TypeError, ValueError):
+        raise JaxvisError(f"input size takes H,W (or one size for both), got {size!r}") from None
+    values = values * 2 if len(values) == 1 else values
+    if len(values) != 2 or min(values) < 8:
+        raise JaxvisError(f"input size takes H,W of at least 8 pixels each, got {size!r}")
+    return values
+
+
+def _customized(spec: ModelSpec, preprocess, labels, input_size) -> ModelSpec:
+    """`spec` with the user's preprocessing, class names and input size."""
+    changes = {}
+    if preprocess is not None:
+        changes["preprocess"] = preprocess if isinstance(preprocess, Preprocess) else parse_preprocess(preprocess)
+    if input_size is not None:
+        changes["input_shape"] = (*parse_input_size(input_size), spec.input_shape[2])
+    if labels is not None:
+        names = parse_labels(labels)
+        if spec.logits_layer is None:
+            raise JaxvisError(f"{spec.name} has no class-score layer to name with labels")
+        count = spec.channel_count(spec.logits_layer)
+        if len(names) != count:
+            raise JaxvisError(f"{len(names)} labels given for the {count} classes of {spec.name} {spec.logits_layer}")
+        changes["class_names"] = names
+    return dataclasses.replace(spec, **changes) if changes else spec
+
+
+def load_model(model: str | None = None, *, weights=None, arch: str | None = None, preprocess=None, labels=None,
+               input_size=None, **options) -> ModelSpec:
+    """The `ModelSpec` of a zoo name or a model / weight file, customized (see the module docstring).
 
     Args:
       model: a zoo name (`jaxvis.models.model_names()`), a file path, or None for the default model.
       weights: with a zoo name: a weight file for it (default: the entry's default weights, or
         random init).
       arch: with a weights-only file: the zoo architecture to load them onto.
+      preprocess: what the model expects as input, when the file does not say: a `Preprocess`, a
+        name (`unit` [0, 1], `raw` 0..255, `tf` [-1, 1], `torch` ImageNet mean/std, `caffe` BGR
+        0..255 minus the ImageNet mean) or `mean=...,std=...[,scale=...][,bgr]`.
+      labels: class names of the logits layer: a file (one per line), "a,b,c" or a sequence.
+      input_size: (height, width) the model takes (for models whose file leaves it open).
       options: with a zoo name: the builder's options (e.g. `conv_impl="lax"`, `seed=1`).
 
     Raises:
       JaxvisError: one line, for an unknown name, a missing or unreadable file, an unknown suffix, a
-        missing or wrong `arch`, or weights that do not fit it.
+        missing or wrong `arch`, weights that do not fit it, or bad preprocess / labels / input size.
     """
+    spec = _load(model, weights=weights, arch=arch, **options)
+    return _customized(spec, preprocess, labels, input_size)
+
+
+def _load(model: str | None = None, *, weights=None, arch: str | None = None, **options) -> ModelSpec:
     kind = describe_source(model)
     if kind == "zoo":
         name = model or registry.DEFAULT_MODEL

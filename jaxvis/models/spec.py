@@ -5,8 +5,11 @@ Contract for every model in jaxvis:
   already preprocessed (see `Preprocess`) and returns `{layer_name: activation}` for exactly the
   requested names, computing the network only as far as the last of them (so rendering
   `features.3` never pays for `features.18`). Layer names are the source framework's
-  (`features.10`, `block3_conv3`). Activations are NHWC (conv) or [B, N] (dense); a logits
-  layer is captured *before* any softmax.
+  (`features.10`, `block3_conv3`). Activations are NHWC (conv) or [B, N] (dense), and each is what
+  the source framework returns for that layer, softmax included. For a layer in
+  `spec.softmax_layers` the value *before* its softmax is addressable too, as
+  `<layer>/pre_softmax` (`spec.scored(layer)`): that is what class objectives and CAM optimize
+  (keras-vis's swap of the softmax for a linear activation), because a softmax couples the classes.
 - every ReLU / ReLU6 in the module goes through `jaxvis.models.activations` with `relu_redirect`.
 - images shown to users are RGB (or gray / N-channel) in [0, 1]; `spec.preprocess` maps them to
   the model's input and `spec.preprocess.invert` maps back.
@@ -25,7 +28,7 @@ import numpy as np
 
 from jaxvis.errors import JaxvisError, unknown_name
 
-__all__ = ["KERAS_CAFFE", "KERAS_TF", "ModelSpec", "Preprocess", "TORCH_IMAGENET", "UNIT", "check_image_batch"]
+__all__ = ["KERAS_CAFFE", "KERAS_TF", "ModelSpec", "PREPROCESS_NAMES", "PRE_SOFTMAX", "RAW", "Preprocess", "TORCH_IMAGENET", "UNIT", "check_image_batch", "parse_preprocess"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,10 +63,50 @@ class Preprocess:
         return np.minimum(zero, one), np.maximum(zero, one)
 
 
+PRE_SOFTMAX = "/pre_softmax"  # suffix of a softmax layer's pre-softmax value (see the module docstring)
+
 TORCH_IMAGENET = Preprocess(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 KERAS_CAFFE = Preprocess(mean=(103.939, 116.779, 123.68), std=(1.0, 1.0, 1.0), scale=255.0, bgr=True)
 KERAS_TF = Preprocess(mean=(0.5,), std=(0.5,))  # x * 2 - 1
 UNIT = Preprocess()  # identity: the model takes [0, 1] directly
+RAW = Preprocess(scale=255.0)  # 0..255 pixels
+# `--preprocess NAME`: the usual input conventions by name.
+PREPROCESS_NAMES = {"unit": UNIT, "raw": RAW, "tf": KERAS_TF, "torch": TORCH_IMAGENET, "caffe": KERAS_CAFFE}
+
+
+def parse_preprocess(text: str) -> Preprocess:
+    """A `Preprocess` from a name (`PREPROCESS_NAMES`: unit, raw, tf, torch, caffe) or from its fields:
+    `mean=0.485,0.456,0.406,std=0.229,0.224,0.225[,scale=255][,bgr]` (values after `key=` run up to
+    the next key)."""
+    text = str(text).strip()
+    if text in PREPROCESS_NAMES:
+        return PREPROCESS_NAMES[text]
+    if "=" not in text and text != "bgr":
+        raise unknown_name("preprocessing (a name, or mean=...,std=...[,scale=...][,bgr])", text, PREPROCESS_NAMES)
+    fields: dict[str, list[float]] = {}
+    bgr, key = False, None
+    for token in (t.strip() for t in text.split(",")):
+        if token == "bgr":
+            bgr, key = True, None
+            continue
+        if "=" in token:
+            key, _, token = token.partition("=")
+            key = key.strip()
+            if key not in ("mean", "std", "scale"):
+                raise JaxvisError(f"preprocessing takes mean=, std=, scale= and bgr, not {key!r} (in {text!r})")
+            fields[key] = []
+        if key is None:
+            raise JaxvisError(f"preprocessing {text!r}: value {token!r} belongs to no key")
+        try:
+            fields[key].append(float(token))
+        except ValueError:
+            raise JaxvisError(f"preprocessing {text!r}: {key} takes numbers, got {token!r}") from None
+    if len(fields.get("scale", [1.0])) != 1:
+        raise JaxvisError(f"preprocessing {text!r}: scale takes one number")
+    if any(s == 0 for s in fields.get("std", [])):
+        raise JaxvisError(f"preprocessing {text!r}: std must not be 0")
+    return Preprocess(mean=tuple(fields.get("mean", [0.0])), std=tuple(fields.get("std", [1.0])),
+                      scale=fields.get("scale", [1.0])[0], bgr=bgr)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -80,6 +123,7 @@ class ModelSpec:
       logits_layer: the layer holding pre-softmax class scores, if the model classifies.
       class_names: names of the classes of `logits_layer`, if known.
       source: where the weights came from (file path or zoo tag).
+      softmax_layers: the layers whose output is a softmax (see the module docstring).
       recipe: JSON-able data saying how to rebuild `module` without its weights, stored by
         `jaxvis.convert.jaxvis_file.save_converted`: `{"zoo": name, "options": {...}}` (the zoo
         builder's architecture options, never `weights`) or `{"keras_config": <Keras model config>}`
@@ -97,10 +141,15 @@ class ModelSpec:
     class_names: tuple[str, ...] | None = None
     source: str = ""
     recipe: Mapping[str, Any] | None = None
+    softmax_layers: tuple[str, ...] = ()
 
     @property
     def channels(self) -> int:
         return self.input_shape[2]
+
+    def scored(self, layer: str) -> str:
+        """The name to request for optimizing `layer`: its pre-softmax value for a softmax layer."""
+        return layer + PRE_SOFTMAX if layer in self.softmax_layers else layer
 
     def check_layers(self, layers: Sequence[str]) -> tuple[str, ...]:
         """The layers, validated against `layer_names` (unknown ones get an error listing them)."""

@@ -151,14 +151,15 @@ def unit_keys(seed: int, units):
 
 
 def _activations(spec: ModelSpec, variables, images, layers, redirect, precision: str = "f32"):
-    """Activations (float32) of `layers`; the network itself runs in `precision`."""
+    """Activations (float32) of `layers`, softmax layers before their softmax; the network runs in `precision`."""
     dtype = PRECISIONS[precision]
     x = spec.preprocess(images)
     if dtype != jnp.float32:
         variables = jax.tree.map(lambda v: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v, variables)
         x = x.astype(dtype)
-    acts = spec.module.apply(variables, x, outputs=layers, relu_redirect=redirect)
-    return {name: act.astype(jnp.float32) for name, act in acts.items()}
+    scored = {layer: spec.scored(layer) for layer in layers}  # a softmax layer is optimized before its softmax
+    acts = spec.module.apply(variables, x, outputs=tuple(scored.values()), relu_redirect=redirect)
+    return {layer: acts[name].astype(jnp.float32) for layer, name in scored.items()}
 
 
 # --- the compiled pieces: spec, objective and config are static (hashed by identity / value) ----

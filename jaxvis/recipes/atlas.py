@@ -120,7 +120,8 @@ def render_atlas(
     calls this with the same arguments: each renders its share of the unfinished filters into the
     shared `out_dir`, and process 0 writes the grid and manifests once all are done.
     `grid_tile`: side of each tile in the grid image (default: the render size); the per-filter
-    PNGs keep the render size.
+    PNGs keep the render size. The manifest's `optimized` names the value the filters were optimized
+    for: the layer itself, or `<layer>/pre_softmax` for a softmax layer (keras-vis's linear swap).
     """
     config.validate()
     out_dir = files.check_writable_dir(out_dir)
@@ -162,7 +163,7 @@ def render_atlas(
     grid_file = f"{layer_dirname(layer)}_grid.png"
     files.save_image(out_dir / grid_file, grids.image_grid(
         tiles, [f["label"] for f in filters], columns=grid_columns, title=f"{spec.name}  {layer}"))
-    manifest = {**wanted, "layer_order": list(spec.layer_names), "versions": _versions(), "grid": grid_file, "rendered": len(todo),
+    manifest = {**wanted, "optimized": spec.scored(layer), "layer_order": list(spec.layer_names), "versions": _versions(), "grid": grid_file, "rendered": len(todo),
                 "resumed": len(units) - len(todo), "render_seconds": round(elapsed, 3),
                 "compile_seconds": round(clock.compile_seconds, 3), "cache_load_seconds": round(clock.cache_load_seconds, 3),
                 "filters": filters}

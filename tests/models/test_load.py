@@ -104,3 +104,41 @@ def test_cli_errors_are_one_line(capsys, tmp_path, argv, message):
     code, out, err = run(capsys, *[a.format(tmp=tmp_path) for a in argv])
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+
+
+def test_preprocess_labels_and_input_size_are_the_users(tmp_path):
+    from jaxvis.models.spec import KERAS_CAFFE, KERAS_TF, Preprocess
+
+    assert load_model("tiny_cnn", preprocess="tf").preprocess == KERAS_TF
+    assert load_model("tiny_cnn", preprocess="caffe").preprocess == KERAS_CAFFE
+    custom = load_model("tiny_cnn", preprocess="mean=0.4,0.5,0.6,std=0.2,0.2,0.3,scale=1,bgr").preprocess
+    assert custom == Preprocess(mean=(0.4, 0.5, 0.6), std=(0.2, 0.2, 0.3), scale=1.0, bgr=True)
+    names = [f"class {i}" for i in range(10)]
+    (tmp_path / "labels.txt").write_text("\n".join(names) + "\n")
+    assert load_model("tiny_cnn", labels=str(tmp_path / "labels.txt")).class_names == tuple(names)
+    assert load_model("tiny_cnn", labels=",".join(names)).class_names == tuple(names)
+    assert load_model("tiny_cnn", input_size="40,48").input_shape == (40, 48, 3)
+    with pytest.raises(JaxvisError, match="unknown preprocessing .*'imagenet'; valid: .*caffe"):
+        load_model("tiny_cnn", preprocess="imagenet")
+    with pytest.raises(JaxvisError, match="std must not be 0"):
+        load_model("tiny_cnn", preprocess="mean=0.5,std=0")
+    with pytest.raises(JaxvisError, match="3 labels given for the 10 classes"):
+        load_model("tiny_cnn", labels="a,b,c")
+    with pytest.raises(JaxvisError, match="at least 8 pixels"):
+        load_model("tiny_cnn", input_size="4,4")
+
+
+def test_convert_keeps_the_users_preprocess_and_labels(capsys, tmp_path):
+    labels = ",".join(f"digit{i}" for i in range(10))
+    out = tmp_path / "tiny.jaxvis"
+    code, _, err = run(capsys, "convert", "tiny_cnn", "--preprocess", "raw", "--labels", labels, "--out", str(out))
+    assert code == 0, err
+    spec = load_model(str(out))
+    assert spec.preprocess.scale == 255.0 and spec.class_names[3] == "digit3"
+    code, _, err = run(capsys, "atlas", "--model", str(out), "--layer", "logits", "--filters", "3", "--steps", "2",
+                       "--size", "32", "--octaves", "1", "--out", str(tmp_path / "atlas"), "--quiet", "--no-cache")
+    assert code == 0, err
+    import json
+
+    manifest = json.loads((tmp_path / "atlas" / "logits" / "manifest.json").read_text())
+    assert manifest["filters"][0]["label"] == "3 digit3"

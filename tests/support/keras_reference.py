@@ -62,22 +62,28 @@ def randomize(model, seed: int = 0):
     return model
 
 
-def reference(model, x, names):
-    """Keras's activations `{name: array}` of `names` for `x`, with softmax outputs as logits."""
-    saved = {}
-    for name in names:
-        layer = model.get_layer(name)
-        if getattr(layer, "activation", None) is keras.activations.softmax:
-            saved[name] = layer.activation
-            layer.activation = keras.activations.linear
-    try:
-        probe = keras.Model(model.inputs, [model.get_layer(name).output for name in names])
-        outputs = probe.predict(x, verbose=0, batch_size=len(x))
-    finally:
-        for name, fn in saved.items():
-            model.get_layer(name).activation = fn
+def _predict(model, x, names):
+    probe = keras.Model(model.inputs, [model.get_layer(name).output for name in names])
+    outputs = probe.predict(x, verbose=0, batch_size=len(x))
     outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-    return {name: np.asarray(out) for name, out in zip(names, outputs)}
+    return {name: np.asarray(out) for name, out in zip(names, outputs, strict=True)}
+
+
+def reference(model, x, names):
+    """Keras's activations `{name: array}` of `names` for `x` (softmax layers give probabilities, as in
+    Keras), plus `<name>/pre_softmax` for each softmax-activated layer among them: its output with the
+    softmax swapped for a linear activation (keras-vis's swap)."""
+    out = _predict(model, x, names)
+    swapped = [name for name in names if getattr(model.get_layer(name), "activation", None) is keras.activations.softmax]
+    for name in swapped:
+        model.get_layer(name).activation = keras.activations.linear
+    try:
+        if swapped:
+            out.update({f"{name}/pre_softmax": value for name, value in _predict(model, x, swapped).items()})
+    finally:
+        for name in swapped:
+            model.get_layer(name).activation = keras.activations.softmax
+    return out
 
 
 def relative_error(got, want) -> float:

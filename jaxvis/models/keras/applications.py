@@ -22,7 +22,7 @@ from jaxvis.convert.keras.file import read_keras_file
 from jaxvis.errors import JaxvisError, WeightFileError
 from jaxvis.models.keras.architectures import inception_v3_layers, mobilenet_v2_layers, resnet50_layers, vgg_layers
 from jaxvis.models.keras.graph import Graph, build_graph
-from jaxvis.models.keras.module import KerasGraph, random_variables
+from jaxvis.models.keras.module import KerasGraph, random_variables, softmax_layers
 from jaxvis.models.keras.parse import LayerConfig
 from jaxvis.models.keras.weights import match_weights, variables_for_graph
 from jaxvis.models.registry import register
@@ -137,7 +137,7 @@ def build(arch: str, weights=None, *, include_top: bool | None = None, input_sha
     return ModelSpec(
         name=arch, module=KerasGraph(graph, conv_impl=conv_impl), variables=jax.device_put(variables),
         input_shape=size, layer_names=graph.layer_names, preprocess=app.preprocess,
-        logits_layer="predictions" if include_top else None, class_names=app.class_names(graph), source=source,
+        logits_layer="predictions" if include_top else None, softmax_layers=softmax_layers(graph), class_names=app.class_names(graph), source=source,
         recipe={"zoo": arch, "options": {"include_top": include_top, "input_shape": input_shape, "classes": classes,
                                          "pooling": pooling, "conv_impl": conv_impl, **options}},
     )

@@ -23,7 +23,7 @@ from jaxvis.errors import JaxvisError, WeightFileError, unknown_name
 from jaxvis.models.keras import applications
 from jaxvis.models.keras.config import graph_from_keras_config
 from jaxvis.models.keras.graph import Graph
-from jaxvis.models.keras.module import KerasGraph, logits_layer
+from jaxvis.models.keras.module import KerasGraph, logits_layer, softmax_layers
 from jaxvis.models.keras.ops import Rescale
 from jaxvis.models.keras.weights import variables_for_graph
 from jaxvis.models.spec import UNIT, ModelSpec, Preprocess
@@ -86,5 +86,5 @@ def load_keras(path, arch: str | None = None, **options) -> ModelSpec:
         name=os.path.basename(path), module=KerasGraph(graph), variables=jax.device_put(variables),
         input_shape=input_shape, layer_names=graph.layer_names, preprocess=preprocess,
         logits_layer=logits_layer(graph), class_names=class_names, source=path,
-        recipe={"keras_config": file.config},
+        recipe={"keras_config": file.config}, softmax_layers=softmax_layers(graph),
     )

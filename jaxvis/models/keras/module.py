@@ -2,11 +2,11 @@
 
 Contract: `KerasGraph(graph).apply(variables, x, outputs=names, relu_redirect=r)` takes `x` shaped
 like the graph's input (`[B, H, W, C]` for image models, channels last) and returns
-`{name: activation}` for exactly `names`, computing only the layers those outputs depend on. A
-layer with a softmax activation (`Dense(activation="softmax")`, `Activation("softmax")`,
-`Softmax`) is captured *before* its softmax (so `predictions` gives logits); the layers after it
-still get the probabilities. Results equal Keras 3's inference (`training=False`) to float32
-rounding.
+`{name: activation}` for exactly `names`, computing only the layers those outputs depend on. Each
+layer gives what Keras gives, softmax included; for a layer with a softmax activation
+(`Dense(activation="softmax")`, `Activation("softmax")`, `Softmax`) the value before the softmax
+is `<name>/pre_softmax` (`jaxvis.models.spec.PRE_SOFTMAX`). Results equal Keras 3's inference
+(`training=False`) to float32 rounding.
 
 Variables: `{"params": {layer_name: {weight_name: array}}}` with Keras's own weight names and
 layouts, in `layer.weights` order: `kernel` [kh, kw, Cin/groups, Cout] (Conv2D), `kernel`
@@ -30,8 +30,9 @@ from jaxvis.errors import JaxvisError, unknown_name
 from jaxvis.models.keras.graph import Graph
 from jaxvis.models.keras.ops import Dense
 from jaxvis.models.keras.parse import Node
+from jaxvis.models.spec import PRE_SOFTMAX
 
-__all__ = ["KerasGraph", "init_shapes", "logits_layer", "random_variables"]
+__all__ = ["KerasGraph", "init_shapes", "logits_layer", "random_variables", "softmax_layers"]
 
 
 class KerasGraph(nn.Module):
@@ -48,14 +49,18 @@ class KerasGraph(nn.Module):
     def __call__(self, x, *, outputs=None, relu_redirect=0.0) -> dict:
         graph = self.graph
         outputs = graph.layer_names if outputs is None else tuple(outputs)
-        for name in outputs:
+        softmax = set(softmax_layers(graph))
+        # `<layer>/pre_softmax` of a softmax layer: its value before the softmax (what objectives optimize)
+        layers = [name[: -len(PRE_SOFTMAX)] if name.endswith(PRE_SOFTMAX) and name[: -len(PRE_SOFTMAX)] in softmax
+                  else name for name in outputs]
+        for name in layers:
             if name not in graph.by_name:
                 raise unknown_name(f"layer of Keras model {graph.name}", name, graph.layer_names)
         expected = graph.input_shape
         if x.ndim != len(expected) + 1 or any(e is not None and e != d for e, d in zip(expected[-1:], x.shape[-1:])):
             raise JaxvisError(f"Keras model {graph.name} takes inputs of shape {('batch', *expected)} "
                               f"(None: any size), got {tuple(x.shape)}")
-        needed = graph.ancestors(outputs)
+        needed = graph.ancestors(layers)
         wanted = set(outputs)
         values, found = {graph.input.name: x}, {}
         if graph.input.name in wanted:
@@ -69,7 +74,9 @@ class KerasGraph(nn.Module):
             post = node.activation(pre, relu_redirect)
             values[node.name] = post
             if node.name in wanted:
-                found[node.name] = pre if node.activation.is_softmax else post
+                found[node.name] = post
+            if node.name + PRE_SOFTMAX in wanted:
+                found[node.name + PRE_SOFTMAX] = pre
         return found
 
     def _weights(self, node: Node, shape) -> dict:
@@ -129,6 +136,11 @@ def random_variables(graph: Graph, *, seed: int = 0, input_shape=None) -> dict:
                 value = np.zeros(shape, np.float32)
             params[layer][name] = jnp.asarray(value)
     return {"params": params}
+
+
+def softmax_layers(graph: Graph) -> tuple[str, ...]:
+    """The layers whose activation is a softmax (their pre-softmax value is `<layer>/pre_softmax`)."""
+    return tuple(node.name for node in graph.nodes if node.activation.is_softmax)
 
 
 def logits_layer(graph: Graph) -> str | None:

@@ -186,7 +186,7 @@ def _eval_with_probe(jaxpr, consts, args, probe, delta):
 def _probed_forward(spec: ModelSpec, layer: str, variables, x, mode):
     """`run(delta) -> (A + delta, logits)` for model inputs x, with `delta` added to the layer's
     activation A where the network uses it, and A's zero perturbation to start from."""
-    logits = _logits_layer(spec)
+    logits = spec.scored(_logits_layer(spec))
 
     def forward(v, inputs, m):
         acts = spec.module.apply(v, inputs, outputs=(layer, logits), relu_redirect=m)
@@ -235,7 +235,7 @@ def _upsample(maps, height: int, width: int):
 def _cam(variables, images, classes, key, *, spec: ModelSpec, config: CamConfig, layer: str | None):
     """Everything for a batch: heat maps [B,K,H,W], raw [B,K,...], logits of the classes [B,K]."""
     batch, height, width, _ = images.shape
-    logits_layer = spec.logits_layer
+    logits_layer = spec.scored(spec.logits_layer)
     modifier = jnp.float32(MODIFIERS[config.backprop_modifier])
     method = config.method
     x = spec.preprocess(images)

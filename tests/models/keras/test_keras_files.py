@@ -160,7 +160,7 @@ def alexnet(tmp_path_factory):
     model.save(folder / "myAlex.keras")
     write_keras2_model_h5(model, folder / "myAlex.h5")
     x = np.random.default_rng(2).standard_normal((2, 96, 96, 3)).astype(np.float32)
-    return model, folder, x, reference(model, x, all_layers(model)[:-1])
+    return model, folder, x, reference(model, x, all_layers(model))
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +171,7 @@ def mixed(tmp_path_factory):
     model.save(folder / "mixed.h5")
     write_keras2_model_h5(model, folder / "mixed_keras2.h5")
     x = np.random.default_rng(3).uniform(0, 255, (2, 40, 40, 3)).astype(np.float32)
-    return model, folder, x, reference(model, x, all_layers(model)[:-1])
+    return model, folder, x, reference(model, x, all_layers(model))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,12 +197,12 @@ def test_alexnet_functional(alexnet, file):
     spec = load_keras(folder / file)
     assert spec.layer_names[:3] == ("conv2d", "batch_normalization", "max_pooling2d")
     assert {"conv2d_4", "batch_normalization_4", "dense_2", "softmax"} <= set(spec.layer_names)
-    errors = parity(spec, model, x, [n for n in spec.layer_names if n != "softmax"], want)
-    assert errors["dense_2"] < TOLERANCE
-    # The Softmax layer is captured before its softmax: the logits, and the class scores' layer.
-    assert spec.logits_layer == "softmax"
-    logits = jax.jit(lambda v, x: spec.module.apply(v, x, outputs=("softmax", "dense_2")))(spec.variables, x)
-    np.testing.assert_array_equal(logits["softmax"], logits["dense_2"])
+    errors = parity(spec, model, x, list(spec.layer_names), want)
+    assert errors["dense_2"] < TOLERANCE and errors["softmax"] < TOLERANCE  # the probabilities, as Keras gives them
+    # The Softmax layer's pre-softmax value is the logits: what the class scores are.
+    assert spec.logits_layer == "softmax" and spec.softmax_layers == ("softmax",) and spec.scored("softmax") == "softmax/pre_softmax"
+    logits = jax.jit(lambda v, x: spec.module.apply(v, x, outputs=("softmax/pre_softmax", "dense_2")))(spec.variables, x)
+    np.testing.assert_array_equal(logits["softmax/pre_softmax"], logits["dense_2"])
 
 
 @pytest.mark.parametrize("file", ["mixed.keras", "mixed.h5", "mixed_keras2.h5"])
@@ -210,10 +210,9 @@ def test_mixed_layers(mixed, file):
     model, folder, x, want = mixed
     spec = load_keras(folder / file)
     assert spec.preprocess == Preprocess(scale=255.0)  # the model rescales raw pixels itself
-    names = [n for n in spec.layer_names if n != "probs"]
-    parity(spec, model, x, names, want)
-    got = jax.jit(lambda v, x: spec.module.apply(v, x, outputs=("probs",)))(spec.variables, x)["probs"]
-    assert relative_error(got, want["logits"]) < TOLERANCE  # probs is captured before the softmax
+    parity(spec, model, x, list(spec.layer_names), want)  # probs: the probabilities, as Keras gives them
+    got = jax.jit(lambda v, x: spec.module.apply(v, x, outputs=("probs/pre_softmax",)))(spec.variables, x)
+    assert relative_error(got["probs/pre_softmax"], want["logits"]) < TOLERANCE  # probs before its softmax
     assert spec.logits_layer == "probs"
 
 
