@@ -49,9 +49,27 @@ def main() -> None:
     counts = [int(c) for c in options.counts.split(",")]
     runs = []
     for count in counts:
-        env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={max(counts)}".strip())
-        out = subprocess.run([sys.executable, "-c", CHILD, str(count), options.layer, str(options.filters), str(options.size),
-                              str(options.steps), str(options.batch)], env=env, capture_output=True, text=True, check=True)
+        env = dict(
+            os.environ,
+            XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={max(counts)}".strip(),
+        )
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                CHILD,
+                str(count),
+                options.layer,
+                str(options.filters),
+                str(options.size),
+                str(options.steps),
+                str(options.batch),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     base = runs[0]["filters_per_s"]
     for run in runs:

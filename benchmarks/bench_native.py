@@ -308,7 +308,9 @@ def warp_section(batch=16, size=128, steps=8, quick=False):
             # step does not read (the seed; keys are passed in) gives each variant its own trace.
             variant = config if impl == "cpp" else dataclasses.replace(config, seed=config.seed + 1)
             step = functools.partial(_optimize_octave, first_step=0, spec=spec, objective=objective, config=variant)
-            steps_fns[f"{param}_{impl}"] = jax_call(_with_warp(impl == "cpp", step), spec.variables, params, units, unit_keys_)
+            steps_fns[f"{param}_{impl}"] = jax_call(
+                _with_warp(impl == "cpp", step), spec.variables, params, units, unit_keys_
+            )
     timings = timed_together(steps_fns, min_repeats=3, max_repeats=6, budget_s=30.0)
     out["render_step_ms"] = {name: round(t["median_ms"] / steps, 2) for name, t in timings.items()}
     out["render_step"] = "MobileNetV2 features.10, channel objective, true ReLU gradient, Adam; ms per step"

@@ -64,7 +64,9 @@ def main() -> None:
     parser.add_argument("--layer", default=DEFAULT_LAYER)
     parser.add_argument("--filters", default="all")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--atlas-args", default="", help="extra `jaxvis atlas` options, e.g. '--param pixel --transforms jitter'")
+    parser.add_argument(
+        "--atlas-args", default="", help="extra `jaxvis atlas` options, e.g. '--param pixel --transforms jitter'"
+    )
     options = parser.parse_args()
 
     # exactly the CLI's defaults, plus any --atlas-args
@@ -97,20 +99,36 @@ def main() -> None:
         render_times.append(timed(atlas_job))
         bare_times.append(timed(bare_job))
     render_s, bare_s = statistics.median(render_times), statistics.median(bare_times)
-    _results.write("bench_render", {
-        "model": DEFAULT_MODEL, "layer": options.layer, "atlas_args": options.atlas_args,
-        "param": config.param, "transforms": config.transforms, "filters": len(units), "batch": config.batch,
-        "sizes": sizes, "steps_per_octave": config.steps, "total_steps": steps_total,
-        "backend": jax.default_backend(), "devices": len(jax.local_devices()), "cpu": platform.processor() or platform.machine(),
-        "atlas_cold_s": round(cold_atlas, 2), "bare_cold_s": round(cold_bare, 2),
-        "atlas_s": [round(t, 2) for t in render_times], "bare_s": [round(t, 2) for t in bare_times],
-        "filters_per_s": round(len(units) / render_s, 3),
-        "filters_per_s_cold": round(len(units) / cold_atlas, 3),
-        "overhead_ratio": round(render_s / bare_s, 3),
-        "overhead_ratio_paired_median": round(statistics.median(r / b for r, b in zip(render_times, bare_times)), 3),
-        "overhead_ratio_best": round(min(render_times) / min(bare_times), 3),
-        "overhead_ratio_cold": round(cold_atlas / cold_bare, 3),
-    })
+    _results.write(
+        "bench_render",
+        {
+            "model": DEFAULT_MODEL,
+            "layer": options.layer,
+            "atlas_args": options.atlas_args,
+            "param": config.param,
+            "transforms": config.transforms,
+            "filters": len(units),
+            "batch": config.batch,
+            "sizes": sizes,
+            "steps_per_octave": config.steps,
+            "total_steps": steps_total,
+            "backend": jax.default_backend(),
+            "devices": len(jax.local_devices()),
+            "cpu": platform.processor() or platform.machine(),
+            "atlas_cold_s": round(cold_atlas, 2),
+            "bare_cold_s": round(cold_bare, 2),
+            "atlas_s": [round(t, 2) for t in render_times],
+            "bare_s": [round(t, 2) for t in bare_times],
+            "filters_per_s": round(len(units) / render_s, 3),
+            "filters_per_s_cold": round(len(units) / cold_atlas, 3),
+            "overhead_ratio": round(render_s / bare_s, 3),
+            "overhead_ratio_paired_median": round(
+                statistics.median(r / b for r, b in zip(render_times, bare_times)), 3
+            ),
+            "overhead_ratio_best": round(min(render_times) / min(bare_times), 3),
+            "overhead_ratio_cold": round(cold_atlas / cold_bare, 3),
+        },
+    )
 
 
 if __name__ == "__main__":

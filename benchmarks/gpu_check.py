@@ -56,8 +56,13 @@ def part_block5(smoke: bool, out_dir: str) -> dict:
                               batch=4 if smoke else 128)
         manifest, seconds = _timed(lambda: render_atlas(spec, "block5_conv3", filters, config,
                                                         os.path.join(out_dir, f"block5_{precision}"), progress=False))
-        runs[precision] = {"filters": len(filters), "seconds": seconds, "seconds_per_filter": round(seconds / len(filters), 4),
-                           "compile_seconds": manifest["compile_seconds"], "batch": config.batch}
+        runs[precision] = {
+            "filters": len(filters),
+            "seconds": seconds,
+            "seconds_per_filter": round(seconds / len(filters), 4),
+            "compile_seconds": manifest["compile_seconds"],
+            "batch": config.batch,
+        }
     return runs
 
 
@@ -92,7 +97,9 @@ def part_bench(smoke: bool) -> list:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="toy sizes on the CPU: the same code paths, seconds not minutes")
+    parser.add_argument(
+        "--smoke", action="store_true", help="toy sizes on the CPU: the same code paths, seconds not minutes"
+    )
     parser.add_argument("--out", default=None, help="JSON file (default: benchmarks/results/gpu_check.json)")
     args = parser.parse_args()
     result = {"smoke": args.smoke}

@@ -72,7 +72,9 @@ def test_no_cycle_between_subpackages():
         graph.setdefault(source, set()).add(target)
 
     def reaches(start, goal, seen=()):
-        return any(nxt == goal or (nxt not in seen and reaches(nxt, goal, (*seen, nxt))) for nxt in graph.get(start, ()))
+        return any(
+            nxt == goal or (nxt not in seen and reaches(nxt, goal, (*seen, nxt))) for nxt in graph.get(start, ())
+        )
 
     cycles = [layer for layer in graph if reaches(layer, layer)]
     assert not cycles, f"subpackages on a cycle: {cycles}"

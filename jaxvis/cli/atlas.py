@@ -28,15 +28,21 @@ def add_parser(sub) -> None:
     add_model_options(atlas)
     add_cache_options(atlas)
     atlas.add_argument("--layer", default=None, help=f"layer name (default: {DEFAULT_LAYER} for the default model)")
-    atlas.add_argument("--layers", default=None, help="comma-separated layer globs, e.g. 'features.*' (every filter of each)")
+    atlas.add_argument(
+        "--layers", default=None, help="comma-separated layer globs, e.g. 'features.*' (every filter of each)"
+    )
     atlas.add_argument("--all-layers", action="store_true", help="every layer of the model")
     atlas.add_argument("--filters", default=None, help="e.g. 0-63, 3,7,9 or all (default: the first 64)")
     atlas.add_argument("--size", type=int, default=d("size"), help="final image size in pixels")
     atlas.add_argument("--steps", type=int, default=d("steps"), help="optimization steps per octave")
     atlas.add_argument("--octaves", type=int, default=d("octaves"))
     atlas.add_argument("--octave-scale", type=float, default=d("octave_scale"))
-    atlas.add_argument("--start-size", type=int, default=d("start_size"), help="size of the first octave (then x octave-scale each)")
-    atlas.add_argument("--octave-blur", type=int, default=d("octave_blur"), help="box blur kernel after each upscale (odd; 0 = none)")
+    atlas.add_argument(
+        "--start-size", type=int, default=d("start_size"), help="size of the first octave (then x octave-scale each)"
+    )
+    atlas.add_argument(
+        "--octave-blur", type=int, default=d("octave_blur"), help="box blur kernel after each upscale (odd; 0 = none)"
+    )
     atlas.add_argument("--param", default=d("param"), choices=sorted(SPATIAL))
     atlas.add_argument("--no-decorrelate", action="store_true", help="optimize RGB directly")
     atlas.add_argument("--valid-range", default=d("valid_range"), choices=sorted(VALID_RANGES))
@@ -51,8 +57,12 @@ def add_parser(sub) -> None:
     atlas.add_argument("--batch", type=int, default=None,
                        help=f"filters optimized together in one compiled program (default: from device memory; "
                             f"{d('batch')} on CPU)")
-    atlas.add_argument("--precision", default=d("precision"), choices=list(PRECISIONS), help="network compute precision")
-    atlas.add_argument("--coordinator", default=None, help="multi-process run: coordinator HOST:PORT (or JAXVIS_COORDINATOR)")
+    atlas.add_argument(
+        "--precision", default=d("precision"), choices=list(PRECISIONS), help="network compute precision"
+    )
+    atlas.add_argument(
+        "--coordinator", default=None, help="multi-process run: coordinator HOST:PORT (or JAXVIS_COORDINATOR)"
+    )
     atlas.add_argument("--num-processes", type=int, default=None, help="multi-process run: number of processes")
     atlas.add_argument("--process-id", type=int, default=None, help="multi-process run: this process's id")
     atlas.add_argument("--seed", type=int, default=d("seed"))

@@ -28,21 +28,34 @@ def run(args) -> None:
     from jaxvis.optvis.render import RenderConfig
     from jaxvis.recipes.bench import bench
 
-    config = RenderConfig(batch=number(args.batch, "--batch", int, 1, 4096), size=number(args.size, "--size", int, 8, 4096),
-                          steps=number(args.steps, "--steps", int, 1, 100_000),
-                          octaves=number(args.octaves, "--octaves", int, 1, 64), precision=args.precision).validate()
+    config = RenderConfig(
+        batch=number(args.batch, "--batch", int, 1, 4096),
+        size=number(args.size, "--size", int, 8, 4096),
+        steps=number(args.steps, "--steps", int, 1, 100_000),
+        octaves=number(args.octaves, "--octaves", int, 1, 64),
+        precision=args.precision,
+    ).validate()
     spec = load_model_from(args)
-    layer = args.layer or (DEFAULT_LAYER if DEFAULT_LAYER in spec.layer_names else spec.layer_names[len(spec.layer_names) // 2])
+    layer = args.layer or (
+        DEFAULT_LAYER if DEFAULT_LAYER in spec.layer_names else spec.layer_names[len(spec.layer_names) // 2]
+    )
     spec.check_layers([layer])
     result = bench(spec, layer, config).as_dict()
     if args.json:
         print(json.dumps(result, indent=1))
         return
-    rows = [("model", result["model"]), ("layer", result["layer"]), ("device", result["device"]),
-            ("batch x size x steps", f"{config.batch} x {config.size} px x {config.steps} ({config.precision})"),
-            ("filters / s (warm)", f"{result['filters_per_s']:.2f}"), ("first run (s)", f"{result['first_run_s']:.1f}"),
-            ("compile (s)", f"{result['compile_s']:.1f}"), ("GFLOP per step", f"{result['gflop_per_step']:.1f}"),
-            ("GFLOP / s", f"{result['gflop_per_s']:.1f}"), ("dot peak GFLOP / s", f"{result['dot_peak_gflop_per_s']:.1f}"),
-            ("fraction of dot peak", f"{result['fraction_of_peak']:.0%}")]
+    rows = [
+        ("model", result["model"]),
+        ("layer", result["layer"]),
+        ("device", result["device"]),
+        ("batch x size x steps", f"{config.batch} x {config.size} px x {config.steps} ({config.precision})"),
+        ("filters / s (warm)", f"{result['filters_per_s']:.2f}"),
+        ("first run (s)", f"{result['first_run_s']:.1f}"),
+        ("compile (s)", f"{result['compile_s']:.1f}"),
+        ("GFLOP per step", f"{result['gflop_per_step']:.1f}"),
+        ("GFLOP / s", f"{result['gflop_per_s']:.1f}"),
+        ("dot peak GFLOP / s", f"{result['dot_peak_gflop_per_s']:.1f}"),
+        ("fraction of dot peak", f"{result['fraction_of_peak']:.0%}"),
+    ]
     for name, value in rows:
         print(f"{name:24s} {value}")

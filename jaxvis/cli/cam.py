@@ -23,7 +23,9 @@ def add_parser(sub) -> None:
     cam.add_argument("images", nargs="+", metavar="IMAGE")
     add_model_options(cam)
     add_cache_options(cam)
-    cam.add_argument("--class", dest="classes", default="top", help="class indices, e.g. 20,379, or top (each image's best)")
+    cam.add_argument(
+        "--class", dest="classes", default="top", help="class indices, e.g. 20,379, or top (each image's best)"
+    )
     cam.add_argument("--method", default=d("method"), choices=list(METHODS))
     cam.add_argument("--layer", default=None, help="CAM layer (default: the last spatial layer before the logits)")
     cam.add_argument("--backprop-modifier", default="none", choices=["none", *(m for m in MODIFIERS if m)],
@@ -34,8 +36,12 @@ def add_parser(sub) -> None:
     cam.add_argument("--cmap", default="jet")
     cam.add_argument("--alpha", default="0.5", help="heat map opacity over the photo")
     cam.add_argument("--smooth-samples", default=d("smooth_samples"))
-    cam.add_argument("--smooth-noise", default=d("smooth_noise"), help="SmoothGrad noise std (fraction of the [0, 1] range)")
-    cam.add_argument("--scorecam-batch", default=d("scorecam_batch"), help="masked images per forward pass in Score-CAM")
+    cam.add_argument(
+        "--smooth-noise", default=d("smooth_noise"), help="SmoothGrad noise std (fraction of the [0, 1] range)"
+    )
+    cam.add_argument(
+        "--scorecam-batch", default=d("scorecam_batch"), help="masked images per forward pass in Score-CAM"
+    )
     cam.add_argument("--seed", default=d("seed"))
     cam.set_defaults(run=run)
 
@@ -53,7 +59,9 @@ def run(args) -> None:
         seed=number(args.seed, "--seed", int),
     ).validate()
     alpha = number(args.alpha, "--alpha", float, 0.0, 1.0)
-    classes = None if args.classes.strip() == "top" else [number(c, "--class", int) for c in names(args.classes, "--class")]
+    classes = (
+        None if args.classes.strip() == "top" else [number(c, "--class", int) for c in names(args.classes, "--class")]
+    )
     check_writable_dir(args.out)
     spec = load_model_from(args)
     images = [load_image(path, channels=1 if spec.channels == 1 else 3) for path in args.images]

@@ -13,7 +13,9 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(sub) -> None:
     convert = sub.add_parser("convert", help="convert a model or weight file (or a zoo model) into one .jaxvis file")
-    convert.add_argument("source", metavar="SRC", help="zoo name, .pth/.safetensors (with --arch), .h5, .keras or .jaxvis")
+    convert.add_argument(
+        "source", metavar="SRC", help="zoo name, .pth/.safetensors (with --arch), .h5, .keras or .jaxvis"
+    )
     add_model_options(convert, weights=False, model=False)
     convert.add_argument("--out", required=True, help="the .jaxvis file to write")
     convert.set_defaults(run=run)

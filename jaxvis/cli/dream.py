@@ -31,7 +31,9 @@ def add_parser(sub) -> None:
     dream.add_argument("--out", default=None, help="output image file (.png/.jpg; default: <image>_dream.png); "
                                                    "a .json with the settings and losses is written beside it")
     dream.add_argument("--steps", default=d("steps"), help="steps per octave")
-    dream.add_argument("--step-size", default=d("step_size"), help="step on the std-normalized gradient (model input units)")
+    dream.add_argument(
+        "--step-size", default=d("step_size"), help="step on the std-normalized gradient (model input units)"
+    )
     dream.add_argument("--octave-scale", default=d("octave_scale"))
     dream.add_argument("--octaves", default=d("octave_power_factors"),
                        help="octave power factors, e.g. --octaves=-2,-1,0,1,2 (with =, as they start with -)")
@@ -78,10 +80,19 @@ def run(args) -> None:
     image = load_image(args.image, channels=1 if spec.channels == 1 else 3)
     result = dream(spec, image, layers, config, progress=not args.quiet)
     save_picture(out, result.image)
-    record = {"image": args.image, "output": out, "model": spec.name, "layers": list(layers),
-              "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
-              "octaves": [{"size": list(size), "loss_first": float(losses[0].mean()), "loss_last": float(losses[-1].mean())}
-                          for size, losses in zip(result.sizes, result.losses)]}
+    record = {
+        "image": args.image,
+        "output": out,
+        "model": spec.name,
+        "layers": list(layers),
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
+        "octaves": [
+            {"size": list(size), "loss_first": float(losses[0].mean()), "loss_last": float(losses[-1].mean())}
+            for size, losses in zip(result.sizes, result.losses)
+        ],
+    }
     write_json(os.path.splitext(out)[0] + ".json", record)
     summary = ", ".join(f"{o['loss_first']:.3f}->{o['loss_last']:.3f}" for o in record["octaves"])
-    print(f"dreamed {args.image} on {spec.name} {','.join(layers)} ({len(result.sizes)} octaves, loss {summary}) -> {out}")
+    print(
+        f"dreamed {args.image} on {spec.name} {','.join(layers)} ({len(result.sizes)} octaves, loss {summary}) -> {out}"
+    )

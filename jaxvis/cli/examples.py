@@ -15,11 +15,17 @@ def add_parser(sub) -> None:
     add_model_options(examples)
     add_cache_options(examples)
     examples.add_argument("--layer", required=True, help="a layer already rendered into the atlas at --out")
-    examples.add_argument("--filters", default=None, help="e.g. 0-63, 3,7,9 or all (default: every filter of the atlas)")
+    examples.add_argument(
+        "--filters", default=None, help="e.g. 0-63, 3,7,9 or all (default: every filter of the atlas)"
+    )
     examples.add_argument("--images", required=True, help="folder of JPEG/PNG images (searched recursively)")
     examples.add_argument("--top", type=int, default=6, help="examples per filter")
-    examples.add_argument("--size", type=int, default=None, help="images are resized to SIZE x SIZE (default: the model's input size)")
-    examples.add_argument("--patch", type=int, default=None, help="patch side in pixels (default: a third of the image)")
+    examples.add_argument(
+        "--size", type=int, default=None, help="images are resized to SIZE x SIZE (default: the model's input size)"
+    )
+    examples.add_argument(
+        "--patch", type=int, default=None, help="patch side in pixels (default: a third of the image)"
+    )
     examples.add_argument("--batch", type=int, default=16, help="images per compiled batch")
     examples.add_argument("--out", default="jaxvis_atlas", help="the atlas folder")
     examples.add_argument("--quiet", action="store_true", help="no progress bar")

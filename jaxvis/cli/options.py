@@ -26,8 +26,12 @@ def add_model_options(parser, *, weights: bool = True, model: bool = True) -> No
                             help=f"zoo name (see `jaxvis models`) or a model file (.pth/.safetensors with --arch, .h5, "
                                  f".keras, .jaxvis); default: {DEFAULT_MODEL}")
     if weights:
-        parser.add_argument("--weights", default=None, help="weight file for the zoo model (default: its packaged weights)")
-    parser.add_argument("--arch", default=None, help="zoo architecture of a weights-only file (torch state_dict, Keras weights)")
+        parser.add_argument(
+            "--weights", default=None, help="weight file for the zoo model (default: its packaged weights)"
+        )
+    parser.add_argument(
+        "--arch", default=None, help="zoo architecture of a weights-only file (torch state_dict, Keras weights)"
+    )
     parser.add_argument("--preprocess", default=None,
                         help="the model's input: unit ([0,1]), raw (0..255), tf ([-1,1]), torch (ImageNet mean/std), "
                              "caffe (BGR 0..255 - ImageNet mean) or mean=...,std=...[,scale=...][,bgr] "

@@ -14,8 +14,12 @@ def add_parser(sub) -> None:
 
     weights = sub.add_parser("weights", help="weight statistics, histograms and first-layer kernels")
     add_model_options(weights)
-    weights.add_argument("--checkpoint", default=None, help="report the tensors of this weight file as stored (torch .pth / "
-                                                            ".safetensors names, BatchNorm statistics kept) instead of the model's")
+    weights.add_argument(
+        "--checkpoint",
+        default=None,
+        help="report the tensors of this weight file as stored (torch .pth / "
+        ".safetensors names, BatchNorm statistics kept) instead of the model's",
+    )
     weights.add_argument("--out", default="jaxvis_weights", help="output folder")
     weights.add_argument("--histograms", default="pages", choices=list(HISTOGRAMS),
                          help="16 histograms per PNG page, one PNG per tensor, or none")

@@ -82,7 +82,9 @@ def _fields(spec: ModelSpec) -> dict:
 def _module_entry(spec: ModelSpec, recipe: Mapping) -> dict:
     if isinstance(spec.module, KerasGraph):
         if "keras_config" not in recipe and recipe.get("zoo") not in APPLICATIONS:
-            raise JaxvisError(f"cannot save model {spec.name}: a Keras graph without a keras_config or keras_* zoo recipe")
+            raise JaxvisError(
+                f"cannot save model {spec.name}: a Keras graph without a keras_config or keras_* zoo recipe"
+            )
         return {"graph": _KERAS_GRAPH, "fields": _fields(spec)}
     name = recipe.get("zoo", spec.name)
     zoo = registry.entry(name) if name in registry.model_names() else None
@@ -214,7 +216,9 @@ def load_converted(path, *, check: bool = True) -> ModelSpec:
             class_names = tuple(str(n) for n in class_names)
         name, source = str(meta["name"]), str(meta.get("source", ""))
     except (KeyError, TypeError, ValueError) as err:
-        raise WeightFileError(f"{path} is a corrupt converted jaxvis model (metadata: {type(err).__name__}: {err})") from None
+        raise WeightFileError(
+            f"{path} is a corrupt converted jaxvis model (metadata: {type(err).__name__}: {err})"
+        ) from None
     module = _build_module(meta, path)
     variables = unflatten_tree(flat)
     if check:

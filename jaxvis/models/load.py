@@ -108,7 +108,10 @@ def parse_labels(labels) -> tuple[str, ...]:
 def parse_input_size(size) -> tuple[int, int]:
     """(height, width) from "H,W", "S" or a pair of ints, each at least 8."""
     try:
-        values = tuple(int(v) for v in (size.split(",") if isinstance(size, str) else (size if hasattr(size, "__len__") else [size])))
+        values = tuple(
+            int(v)
+            for v in (size.split(",") if isinstance(size, str) else (size if hasattr(size, "__len__") else [size]))
+        )
     except (TypeError, ValueError):
         raise JaxvisError(f"input size takes H,W (or one size for both), got {size!r}") from None
     values = values * 2 if len(values) == 1 else values

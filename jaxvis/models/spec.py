@@ -28,7 +28,19 @@ import numpy as np
 
 from jaxvis.errors import JaxvisError, unknown_name
 
-__all__ = ["KERAS_CAFFE", "KERAS_TF", "ModelSpec", "PREPROCESS_NAMES", "PRE_SOFTMAX", "RAW", "Preprocess", "TORCH_IMAGENET", "UNIT", "check_image_batch", "parse_preprocess"]
+__all__ = [
+    "KERAS_CAFFE",
+    "KERAS_TF",
+    "ModelSpec",
+    "PREPROCESS_NAMES",
+    "PRE_SOFTMAX",
+    "RAW",
+    "Preprocess",
+    "TORCH_IMAGENET",
+    "UNIT",
+    "check_image_batch",
+    "parse_preprocess",
+]
 
 
 @dataclasses.dataclass(frozen=True)

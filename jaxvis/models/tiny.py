@@ -42,7 +42,13 @@ def tiny_cnn(*, channels: int = 3, seed: int = 0, size: int = 32) -> ModelSpec:
     module = TinyCNN()
     variables = module.init(jax.random.PRNGKey(seed), jnp.zeros((1, size, size, channels)))
     return ModelSpec(
-        name="tiny_cnn", module=module, variables=variables, input_shape=(size, size, channels),
-        layer_names=LAYERS, preprocess=TINY_PREPROCESS, logits_layer="logits",
-        source=f"random init, seed {seed}", recipe={"zoo": "tiny_cnn", "options": {"channels": channels, "seed": seed, "size": size}},
+        name="tiny_cnn",
+        module=module,
+        variables=variables,
+        input_shape=(size, size, channels),
+        layer_names=LAYERS,
+        preprocess=TINY_PREPROCESS,
+        logits_layer="logits",
+        source=f"random init, seed {seed}",
+        recipe={"zoo": "tiny_cnn", "options": {"channels": channels, "seed": seed, "size": size}},
     )

@@ -101,7 +101,11 @@ def encode_image(image, suffix: str = ".png") -> bytes:
     elif pixels.ndim == 3 and pixels.shape[2] == 4:
         pixels = pixels[:, :, [2, 1, 0, 3]]
     elif pixels.ndim == 3:  # N-channel images are shown by their mean
-        pixels = to_uint8(np.asarray(image, np.float32).mean(axis=2)) if image.dtype != np.uint8 else pixels.mean(axis=2).astype(np.uint8)
+        pixels = (
+            to_uint8(np.asarray(image, np.float32).mean(axis=2))
+            if image.dtype != np.uint8
+            else pixels.mean(axis=2).astype(np.uint8)
+        )
     ok, buffer = cv2.imencode(suffix, np.ascontiguousarray(pixels))
     if not ok:
         raise JaxvisError(f"could not encode an image as {suffix}")
@@ -135,7 +139,9 @@ def load_image(path, *, channels: int = 3) -> np.ndarray:
     if channels == 1:
         return (pixels.astype(np.float32) / 255.0)[:, :, None]
     if channels != 3:
-        raise JaxvisError(f"images of {channels} channels cannot be read from {path.suffix} files; models of 1 or 3 channels only")
+        raise JaxvisError(
+            f"images of {channels} channels cannot be read from {path.suffix} files; models of 1 or 3 channels only"
+        )
     return pixels[:, :, ::-1].astype(np.float32) / 255.0
 
 

@@ -51,7 +51,9 @@ def image_grid(
     font_scale = max(0.3, min(0.6, width / 220))
     caption = int(22 * font_scale / 0.45) if labels is not None else 0
     header = 30 if title else 0
-    canvas = np.full((header + rows * (height + caption + gap) + gap, columns * (width + gap) + gap, 3), background, np.uint8)
+    canvas = np.full(
+        (header + rows * (height + caption + gap) + gap, columns * (width + gap) + gap, 3), background, np.uint8
+    )
     if title:
         cv2.putText(canvas, title, (gap, 21), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
     for i, tile in enumerate(tiles):
@@ -61,7 +63,16 @@ def image_grid(
         canvas[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
         if labels is not None:
             text = _fit(labels[i], width, font_scale)
-            cv2.putText(canvas, text, (x, y + height + caption - 6), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1, cv2.LINE_AA)
+            cv2.putText(
+                canvas,
+                text,
+                (x, y + height + caption - 6),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                font_scale,
+                (0, 0, 0),
+                1,
+                cv2.LINE_AA,
+            )
     return canvas
 
 

@@ -90,8 +90,18 @@ def bench(spec: ModelSpec, layer: str, config: RenderConfig, *, peak: float | No
     gflop_per_s = sum(flops[size] for size in sizes) * config.steps / warm / 1e9
     peak = peak if peak is not None else dot_peak(PRECISIONS[config.precision])
     return BenchResult(
-        model=spec.name, layer=layer, batch=config.batch, size=config.size, steps=config.steps,
-        precision=config.precision, device=str(jax.devices()[0].device_kind), filters_per_s=config.batch / warm,
-        compile_s=clock.compile_seconds, first_run_s=first, gflop_per_step=flops[sizes[-1]] / 1e9, gflop_per_s=gflop_per_s,
-        dot_peak_gflop_per_s=peak, fraction_of_peak=gflop_per_s / peak if peak else 0.0,
+        model=spec.name,
+        layer=layer,
+        batch=config.batch,
+        size=config.size,
+        steps=config.steps,
+        precision=config.precision,
+        device=str(jax.devices()[0].device_kind),
+        filters_per_s=config.batch / warm,
+        compile_s=clock.compile_seconds,
+        first_run_s=first,
+        gflop_per_step=flops[sizes[-1]] / 1e9,
+        gflop_per_s=gflop_per_s,
+        dot_peak_gflop_per_s=peak,
+        fraction_of_peak=gflop_per_s / peak if peak else 0.0,
     )

@@ -62,7 +62,9 @@ def _wait_for_coordinator(coordinator: str, timeout_s: int) -> None:
                 return
         except OSError as error:
             if time.monotonic() >= deadline:
-                raise JaxvisError(f"cannot join the run at coordinator {coordinator} within {timeout_s} s: {error}") from None
+                raise JaxvisError(
+                    f"cannot join the run at coordinator {coordinator} within {timeout_s} s: {error}"
+                ) from None
             time.sleep(0.2)
 
 

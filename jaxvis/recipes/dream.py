@@ -1,4 +1,5 @@
-"""DeepDream (TensorFlow's DeepDream tutorial): gradient ascent on a photo itself, to amplify what chosen layers respond to.
+"""DeepDream (TensorFlow's DeepDream tutorial): gradient ascent on a photo itself, to amplify what chosen
+layers respond to.
 
 Contract: `dream(spec, image, layers, config)` takes one image `[H, W, C]` or a batch `[B, H, W, C]`
 (float in [0, 1] or uint8) and returns a `DreamResult` whose `image` has the input's exact shape and
@@ -84,18 +85,42 @@ class DreamConfig:
             if not ok:
                 raise JaxvisError(message)
 
-        require(isinstance(self.steps, int) and 1 <= self.steps <= 100_000, f"steps must be a positive integer, got {self.steps}")
-        require(np.isfinite(self.step_size) and self.step_size > 0, f"step size must be a positive number, got {self.step_size}")
-        require(np.isfinite(self.octave_scale) and self.octave_scale >= 1.0, f"octave scale must be >= 1, got {self.octave_scale}")
-        require(len(self.octave_power_factors) >= 1 and all(isinstance(k, (int, np.integer)) and abs(k) <= 16 for k in self.octave_power_factors),
-                f"octave power factors must be 1 or more integers in [-16, 16], got {self.octave_power_factors}")
-        require(self.tile_size is None or (isinstance(self.tile_size, int) and (self.tile_size == 0 or self.tile_size >= 32)),
-                f"tile size must be 0 (no tiling) or at least 32 pixels, got {self.tile_size}")
-        require(isinstance(self.tile_overlap, int) and self.tile_overlap >= 0, f"tile overlap must be >= 0 pixels, got {self.tile_overlap}")
+        require(
+            isinstance(self.steps, int) and 1 <= self.steps <= 100_000,
+            f"steps must be a positive integer, got {self.steps}",
+        )
+        require(
+            np.isfinite(self.step_size) and self.step_size > 0,
+            f"step size must be a positive number, got {self.step_size}",
+        )
+        require(
+            np.isfinite(self.octave_scale) and self.octave_scale >= 1.0,
+            f"octave scale must be >= 1, got {self.octave_scale}",
+        )
+        require(
+            len(self.octave_power_factors) >= 1
+            and all(isinstance(k, (int, np.integer)) and abs(k) <= 16 for k in self.octave_power_factors),
+            f"octave power factors must be 1 or more integers in [-16, 16], got {self.octave_power_factors}",
+        )
+        require(
+            self.tile_size is None
+            or (isinstance(self.tile_size, int) and (self.tile_size == 0 or self.tile_size >= 32)),
+            f"tile size must be 0 (no tiling) or at least 32 pixels, got {self.tile_size}",
+        )
+        require(
+            isinstance(self.tile_overlap, int) and self.tile_overlap >= 0,
+            f"tile overlap must be >= 0 pixels, got {self.tile_overlap}",
+        )
         require(isinstance(self.align, int) and self.align >= 1, f"align must be a positive integer, got {self.align}")
-        require(not self.tile_size or (self.tile_size % self.align == 0 and self.tile_overlap % self.align == 0),
-                f"tile size ({self.tile_size}) and tile overlap ({self.tile_overlap}) must be multiples of align ({self.align})")
-        require(isinstance(self.min_size, int) and self.min_size >= 1, f"min size must be a positive integer, got {self.min_size}")
+        require(
+            not self.tile_size or (self.tile_size % self.align == 0 and self.tile_overlap % self.align == 0),
+            f"tile size ({self.tile_size}) and tile overlap ({self.tile_overlap}) must be multiples of "
+            f"align ({self.align})",
+        )
+        require(
+            isinstance(self.min_size, int) and self.min_size >= 1,
+            f"min size must be a positive integer, got {self.min_size}",
+        )
         return self
 
 
@@ -144,7 +169,9 @@ def _axis_plan(n: int, tile: int | None, overlap: int) -> tuple[tuple[int, int, 
 
 def tile_plan(height: int, width: int, config: DreamConfig):
     """The tiles of an image: (rows plan, columns plan), see `_axis_plan`; all windows one size."""
-    return _axis_plan(height, config.tile_size, config.tile_overlap), _axis_plan(width, config.tile_size, config.tile_overlap)
+    return _axis_plan(height, config.tile_size, config.tile_overlap), _axis_plan(
+        width, config.tile_size, config.tile_overlap
+    )
 
 
 def _layer_counts(spec: ModelSpec, layers: tuple[str, ...], height: int, width: int) -> dict[str, int]:
@@ -155,7 +182,9 @@ def _layer_counts(spec: ModelSpec, layers: tuple[str, ...], height: int, width: 
 
 
 @jax.jit(static_argnames=("spec", "layers", "config"))
-def _dream_octave(variables, x, first_step, low, high, *, spec: ModelSpec, layers: tuple[str, ...], config: DreamConfig):
+def _dream_octave(
+    variables, x, first_step, low, high, *, spec: ModelSpec, layers: tuple[str, ...], config: DreamConfig
+):
     """`config.steps` steps of DeepDream on x [B,H,W,C] (model input space) inside one lax.scan.
 
     Returns the new x and the loss of every step, [steps, B].
@@ -253,7 +282,9 @@ def _as_float_batch(image) -> tuple[np.ndarray, bool]:
         if pixels.size and not np.isfinite(pixels).all():
             raise JaxvisError("the image holds NaN or infinite values")
         if pixels.size and (pixels.min() < -1e-6 or pixels.max() > 1 + 1e-6):
-            raise JaxvisError(f"float images must lie in [0, 1], got values in [{pixels.min():.3g}, {pixels.max():.3g}]")
+            raise JaxvisError(
+                f"float images must lie in [0, 1], got values in [{pixels.min():.3g}, {pixels.max():.3g}]"
+            )
         pixels = np.clip(pixels, 0.0, 1.0)
     else:
         raise JaxvisError(f"images must be uint8 or float in [0, 1], got dtype {array.dtype}")
@@ -311,18 +342,34 @@ def dream(
     except JaxvisError:
         raise
     except Exception as error:  # the network cannot run at that size
-        raise JaxvisError(f"the smallest octave ({smallest[0]}x{smallest[1]}) is too small for {spec.name}: "
-                          f"{str(error).splitlines()[0]}; use larger octave power factors or a larger min size") from None
+        raise JaxvisError(
+            f"the smallest octave ({smallest[0]}x{smallest[1]}) is too small for {spec.name}: "
+            f"{str(error).splitlines()[0]}; use larger octave power factors or a larger min size"
+        ) from None
 
     low, high = (jnp.asarray(v, jnp.float32) for v in spec.preprocess.input_range(spec.channels))
     x = np.asarray(spec.preprocess(jnp.asarray(pixels)), np.float32)
     losses = []
-    with tqdm(total=len(sizes) * config.steps, desc=f"dream {','.join(layers)}", unit="step", disable=not progress, leave=False) as bar:
+    with tqdm(
+        total=len(sizes) * config.steps,
+        desc=f"dream {','.join(layers)}",
+        unit="step",
+        disable=not progress,
+        leave=False,
+    ) as bar:
         for octave, (h, w) in enumerate(sizes):
             bar.set_postfix_str(f"octave {octave + 1}/{len(sizes)} {h}x{w}")
             x = _resize(x, h, w)
-            out, step_losses = _dream_octave(spec.variables, jnp.asarray(x), jnp.int32(octave * config.steps), low, high,
-                                             spec=spec, layers=layers, config=config)
+            out, step_losses = _dream_octave(
+                spec.variables,
+                jnp.asarray(x),
+                jnp.int32(octave * config.steps),
+                low,
+                high,
+                spec=spec,
+                layers=layers,
+                config=config,
+            )
             x = np.asarray(out)
             losses.append(np.asarray(step_losses))
             bar.update(config.steps)

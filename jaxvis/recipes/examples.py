@@ -178,7 +178,9 @@ def find_top_examples(
                        map_shape=map_shape, paths=tuple(paths), skipped=tuple(paths[i] for i in skipped))
 
 
-def patch_box(position: int, map_shape: tuple[int, int], size: tuple[int, int], patch: int) -> tuple[int, int, int, int]:
+def patch_box(
+    position: int, map_shape: tuple[int, int], size: tuple[int, int], patch: int
+) -> tuple[int, int, int, int]:
     """(top, left, height, width) in input pixels of the patch around activation cell `position`."""
     h, w = map_shape
     height, width = size
@@ -211,7 +213,9 @@ def dataset_examples(
     layer_dir = out_dir / layer_dirname(layer)
     manifest_file = layer_dir / "manifest.json"
     if not manifest_file.is_file():
-        raise JaxvisError(f"no atlas of layer {layer} in {out_dir}: render it first (jaxvis atlas --layer {layer} --out {out_dir})")
+        raise JaxvisError(
+            f"no atlas of layer {layer} in {out_dir}: render it first (jaxvis atlas --layer {layer} --out {out_dir})"
+        )
     manifest = files.read_json(manifest_file)
     if (manifest.get("model"), manifest.get("source")) != (spec.name, spec.source):
         raise JaxvisError(f"the atlas in {out_dir} is of model {manifest.get('model')} ({manifest.get('source')}), "
@@ -242,8 +246,17 @@ def dataset_examples(
             name = f"{layer_dirname(layer)}/examples/filter_{unit}_{rank}.png"
             files.save_image(out_dir / name, cache[index][y0 : y0 + ph, x0 : x0 + pw])
             y, x = divmod(int(found.positions[rank, column]), found.map_shape[1])
-            records[unit].append({"rank": rank, "file": name, "image": found.paths[index].relative_to(folder).as_posix(),
-                                  "activation": float(found.values[rank, column]), "y": y, "x": x, "box": [y0, x0, ph, pw]})
+            records[unit].append(
+                {
+                    "rank": rank,
+                    "file": name,
+                    "image": found.paths[index].relative_to(folder).as_posix(),
+                    "activation": float(found.values[rank, column]),
+                    "y": y,
+                    "x": x,
+                    "box": [y0, x0, ph, pw],
+                }
+            )
 
     for record in manifest["filters"]:
         if int(record["index"]) in records:

@@ -31,7 +31,9 @@ def write_atlas_page(out_dir) -> Path:
     out_dir = Path(out_dir)
     manifest_file = out_dir / "manifest.json"
     if not manifest_file.is_file():
-        raise JaxvisError(f"no atlas in {out_dir}: manifest.json is missing (render one with `jaxvis atlas --out {out_dir}`)")
+        raise JaxvisError(
+            f"no atlas in {out_dir}: manifest.json is missing (render one with `jaxvis atlas --out {out_dir}`)"
+        )
     try:
         atlas = files.read_json(manifest_file)
     except (OSError, ValueError) as error:
@@ -57,7 +59,13 @@ def script_json(obj) -> str:
     """JSON that is safe inside a `<script>` element: no `<`, `>` or `&` (so no `</script>` or
     `<!--`), no raw U+2028/U+2029, and non-finite numbers as strings (JSON.parse rejects NaN)."""
     text = json.dumps(_finite(obj), ensure_ascii=False, allow_nan=False)
-    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+    for char, escape in (
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("&", "\\u0026"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         text = text.replace(char, escape)
     return text
 

@@ -139,10 +139,12 @@ def test_foreign_module_class_and_wrong_shapes_are_refused(tmp_path):
     path = save_converted(spec, tmp_path / "tiny.jaxvis")
     meta = read_metadata(path)
     tensors = {"params/conv1/kernel": np.zeros((3, 3, 3, 9), np.float32)}
-    entries = [("os", {"version": 2, "module": {"class": "os:system"}}),
-               ("os3", {"module": {"entry": "os", "fields": {}}}),
-               ("ok", {"version": 2, "module": {"class": "jaxvis.models.tiny:TinyCNN", "fields": meta["module"]["fields"]}}),
-               ("ok3", {})]
+    entries = [
+        ("os", {"version": 2, "module": {"class": "os:system"}}),
+        ("os3", {"module": {"entry": "os", "fields": {}}}),
+        ("ok", {"version": 2, "module": {"class": "jaxvis.models.tiny:TinyCNN", "fields": meta["module"]["fields"]}}),
+        ("ok3", {}),
+    ]
     for name, changes in entries:
         edited = dict(meta, **changes)
         out = tmp_path / f"{name}.jaxvis"

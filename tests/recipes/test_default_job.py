@@ -19,11 +19,17 @@ MEAN, STD = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224,
 
 @pytest.mark.slow
 def test_default_atlas_excites_its_own_channels(mobilenet_checkpoint, tmp_path):
-    assert custom_calls.cpu_targets("spectral") and custom_calls.cpu_targets("warp"), "the C++ custom calls are not built"
+    assert custom_calls.cpu_targets("spectral") and custom_calls.cpu_targets("warp"), (
+        "the C++ custom calls are not built"
+    )
     out = tmp_path / "atlas"
     assert main(["atlas", "--filters", f"{FILTERS[0]}-{FILTERS[-1]}", "--out", str(out), "--quiet", "--no-cache"]) == 0
     manifest = json.loads((out / "features.10" / "manifest.json").read_text())
-    assert manifest["config"]["param"] == "fft" and manifest["config"]["octaves"] == 2 and manifest["config"]["size"] == 128
+    assert (
+        manifest["config"]["param"] == "fft"
+        and manifest["config"]["octaves"] == 2
+        and manifest["config"]["size"] == 128
+    )
     images = np.stack([load_image(out / "features.10" / f"filter_{i}.png") for i in FILTERS])  # as saved: 8-bit PNGs
 
     torch.manual_seed(0)

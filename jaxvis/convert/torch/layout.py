@@ -100,7 +100,9 @@ def fold_batchnorm(kernel, conv_bias, weight, bias, running_mean, running_var, e
     vectors = [_expect_ndim(a, 1, "a BatchNorm vector") for a in (weight, bias, running_mean, running_var)]
     out = kernel.shape[-1]
     if any(v.shape != (out,) for v in vectors):
-        raise ValueError(f"BatchNorm vectors of shapes {[v.shape for v in vectors]} do not fit a conv with {out} outputs")
+        raise ValueError(
+            f"BatchNorm vectors of shapes {[v.shape for v in vectors]} do not fit a conv with {out} outputs"
+        )
     weight, bias, mean, var = (v.astype(np.float64) for v in vectors)
     gain = weight / np.sqrt(var + eps)
     conv_bias = np.zeros(out) if conv_bias is None else _expect_ndim(conv_bias, 1, "a conv bias").astype(np.float64)

@@ -184,5 +184,15 @@ def googlenet(weights=None, *, transform_input: bool = True, conv_impl: str = "a
         (image - 0.5) / 0.5, else `TORCH_IMAGENET`.
       conv_impl: conv formulation (`jaxvis.models.layers`).
     """
-    return classifier_spec("googlenet", GoogLeNet, from_state_dict, weights=weights, input_shape=(224, 224, 3), minimum=_MINIMUM,
-                           layer_names=LAYER_NAMES, transform_input=transform_input, conv_impl=conv_impl, seed=seed)
+    return classifier_spec(
+        "googlenet",
+        GoogLeNet,
+        from_state_dict,
+        weights=weights,
+        input_shape=(224, 224, 3),
+        minimum=_MINIMUM,
+        layer_names=LAYER_NAMES,
+        transform_input=transform_input,
+        conv_impl=conv_impl,
+        seed=seed,
+    )

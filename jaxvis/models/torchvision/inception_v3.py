@@ -209,8 +209,14 @@ def from_state_dict(state_dict, *, num_classes: int | None = None, what: str = "
                                 minimum=_MINIMUM, num_classes=num_classes, what=what)
 
 
-@register("inception_v3", "torchvision Inception v3, weights=<torchvision .pth/.safetensors> or random",
-          framework="torchvision", module_class=InceptionV3, preprocess=TORCH_TRANSFORM_INPUT, input_shape=(299, 299, 3))
+@register(
+    "inception_v3",
+    "torchvision Inception v3, weights=<torchvision .pth/.safetensors> or random",
+    framework="torchvision",
+    module_class=InceptionV3,
+    preprocess=TORCH_TRANSFORM_INPUT,
+    input_shape=(299, 299, 3),
+)
 def inception_v3(weights=None, *, transform_input: bool = True, conv_impl: str = "auto", seed: int = 0) -> ModelSpec:
     """torchvision's Inception v3; `weights`: its state_dict (.pth zip / legacy, .safetensors).
 
@@ -220,5 +226,15 @@ def inception_v3(weights=None, *, transform_input: bool = True, conv_impl: str =
         (image - 0.5) / 0.5, else `TORCH_IMAGENET`.
       conv_impl: conv formulation (`jaxvis.models.layers`).
     """
-    return classifier_spec("inception_v3", InceptionV3, from_state_dict, weights=weights, input_shape=(299, 299, 3), minimum=_MINIMUM,
-                           layer_names=LAYER_NAMES, transform_input=transform_input, conv_impl=conv_impl, seed=seed)
+    return classifier_spec(
+        "inception_v3",
+        InceptionV3,
+        from_state_dict,
+        weights=weights,
+        input_shape=(299, 299, 3),
+        minimum=_MINIMUM,
+        layer_names=LAYER_NAMES,
+        transform_input=transform_input,
+        conv_impl=conv_impl,
+        seed=seed,
+    )

@@ -69,12 +69,28 @@ VGG_CONFIGS = {
 def architecture(arch: str) -> tuple[tuple, tuple[int, int], tuple, int]:
     """(features layers, avgpool size, classifier layers, smallest input) of a torchvision network."""
     if arch in VGG_CONFIGS:
-        classifier = (("linear", 4096), ("relu",), ("dropout",), ("linear", 4096), ("relu",), ("dropout",), ("linear", 0))
+        classifier = (
+            ("linear", 4096),
+            ("relu",),
+            ("dropout",),
+            ("linear", 4096),
+            ("relu",),
+            ("dropout",),
+            ("linear", 0),
+        )
         return _vgg_features(VGG_CONFIGS[arch]), (7, 7), classifier, 32
     if arch == "alexnet":
         features = (_CONV_RELU(64, 11, 4, 2) + (("pool", 3, 2),) + _CONV_RELU(192, 5, 1, 2) + (("pool", 3, 2),)
                     + _CONV_RELU(384) + _CONV_RELU(256) + _CONV_RELU(256) + (("pool", 3, 2),))
-        classifier = (("dropout",), ("linear", 4096), ("relu",), ("dropout",), ("linear", 4096), ("relu",), ("linear", 0))
+        classifier = (
+            ("dropout",),
+            ("linear", 4096),
+            ("relu",),
+            ("dropout",),
+            ("linear", 4096),
+            ("relu",),
+            ("linear", 0),
+        )
         return features, (6, 6), classifier, 63
     raise ValueError(f"unknown architecture {arch!r}")
 

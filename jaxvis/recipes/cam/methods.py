@@ -196,7 +196,9 @@ def _probed_forward(spec: ModelSpec, layer: str, variables, x, mode):
     probe = closed.jaxpr.outvars[0]
     used = layer == logits or any(v is probe for eqn in closed.jaxpr.eqns for v in eqn.invars)
     if isinstance(probe, Literal) or any(v is probe for v in closed.jaxpr.invars) or not used:
-        raise JaxvisError(f"cannot take class gradients at layer {layer!r} of {spec.name}: the logits do not read it directly")
+        raise JaxvisError(
+            f"cannot take class gradients at layer {layer!r} of {spec.name}: the logits do not read it directly"
+        )
     args = jax.tree.leaves((variables, x, mode))
     zero = jnp.zeros(probe.aval.shape, probe.aval.dtype)
     return (lambda delta: tuple(_eval_with_probe(closed.jaxpr, closed.consts, args, probe, delta))), zero
@@ -349,11 +351,15 @@ def cam(spec: ModelSpec, images, classes, config: CamConfig = CamConfig()) -> Ca
         if layer not in _spatial_layers(spec):
             raise JaxvisError(f"the CAM layer must have a spatial output [batch, h, w, c]; {layer!r} has not")
     key = jax.random.PRNGKey(config.seed)
-    heat, raw, scores = _cam(spec.variables, jnp.asarray(images), jnp.asarray(classes), key, spec=spec, config=config, layer=layer)
+    heat, raw, scores = _cam(
+        spec.variables, jnp.asarray(images), jnp.asarray(classes), key, spec=spec, config=config, layer=layer
+    )
     return CamResult(np.asarray(heat), np.asarray(raw), np.asarray(scores), classes, config.method, layer)
 
 
-def visualize_cam(spec: ModelSpec, image, class_index: int, *, layer: str | None = None, backprop_modifier: str | None = None) -> np.ndarray:
+def visualize_cam(
+    spec: ModelSpec, image, class_index: int, *, layer: str | None = None, backprop_modifier: str | None = None
+) -> np.ndarray:
     """keras-vis's `visualize_cam(model, layer_idx, filter_indices, seed_input, penultimate_layer_idx,
     backprop_modifier)`: the Grad-CAM heat map [H, W] in [0, 1] of one image [H, W, C] and one class."""
     config = CamConfig(method="gradcam", layer=layer, backprop_modifier=backprop_modifier)

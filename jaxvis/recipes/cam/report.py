@@ -83,8 +83,16 @@ def save_cam(
         raise JaxvisError("give one name per image, and at least one image")
     out_dir = Path(files.check_writable_dir(out_dir))
     prepared = [prepare_image(spec, image, fit=fit) for image in images]
-    shown = [np.asarray(image, np.float32) / 255.0 if np.asarray(image).dtype == np.uint8 else np.asarray(image, np.float32)
-             for image in images] if fit != "crop" else prepared
+    shown = (
+        [
+            np.asarray(image, np.float32) / 255.0
+            if np.asarray(image).dtype == np.uint8
+            else np.asarray(image, np.float32)
+            for image in images
+        ]
+        if fit != "crop"
+        else prepared
+    )
     groups: dict[tuple, list[int]] = {}
     for i, p in enumerate(prepared):
         groups.setdefault(p.shape, []).append(i)
@@ -113,12 +121,19 @@ def save_cam(
             blended = overlay(picture, heat, cmap=cmap, alpha=alpha)
             files.save_image(out_dir / f"{stem}.png", blended)
             files.save_npy(out_dir / f"{stem}.npy", heat)
-            entry = {"class": class_index, "label": class_label(spec, class_index), "logit": float(result.scores[row, k]),
-                     "overlay": f"{stem}.png", "heatmap": f"{stem}.npy"}
+            entry = {
+                "class": class_index,
+                "label": class_label(spec, class_index),
+                "logit": float(result.scores[row, k]),
+                "overlay": f"{stem}.png",
+                "heatmap": f"{stem}.npy",
+            }
             if config.method in GRADIENT_METHODS:
                 gradient = result.raw[row, k]
                 if gradient.shape[:2] != picture.shape[:2]:
-                    gradient = cv2.resize(gradient, (picture.shape[1], picture.shape[0]), interpolation=cv2.INTER_LINEAR)
+                    gradient = cv2.resize(
+                        gradient, (picture.shape[1], picture.shape[0]), interpolation=cv2.INTER_LINEAR
+                    )
                     gradient = gradient.reshape(picture.shape[0], picture.shape[1], -1)
                 files.save_image(out_dir / f"{stem}_gradient.png", gradient_image(gradient))
                 entry["gradient"] = f"{stem}_gradient.png"
@@ -143,7 +158,10 @@ def _summary_figure(spec, picture, overlays, config, layer, cmap, name):
     aspect = picture.shape[0] / picture.shape[1]
     fig = new_figure(3.6 * columns + 0.8, 3.6 * aspect + 1.1)
     axes = fig.subplots(1, columns, squeeze=False)[0]
-    axes[0].imshow(np.clip(picture, 0, 1) if picture.shape[2] == 3 else picture[:, :, 0], cmap=None if picture.shape[2] == 3 else "gray")
+    axes[0].imshow(
+        np.clip(picture, 0, 1) if picture.shape[2] == 3 else picture[:, :, 0],
+        cmap=None if picture.shape[2] == 3 else "gray",
+    )
     axes[0].set_title(name, fontsize=9)
     for ax, (blended, entry) in zip(axes[1:], overlays):
         ax.imshow(blended)
@@ -154,5 +172,7 @@ def _summary_figure(spec, picture, overlays, config, layer, cmap, name):
     where = f" at {layer}" if layer else ""
     modifier = f", backprop_modifier={config.backprop_modifier}" if config.backprop_modifier else ""
     fig.suptitle(f"{spec.name}: {config.method}{where}{modifier}")
-    fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps[cmap]), ax=list(axes), shrink=0.8, label="relative importance")
+    fig.colorbar(
+        ScalarMappable(Normalize(0, 1), colormaps[cmap]), ax=list(axes), shrink=0.8, label="relative importance"
+    )
     return fig
