@@ -78,7 +78,13 @@ def test_top_example_is_the_true_maximum(atlas, photos, layer):
         assert (index, top["y"], top["x"]) == tuple(int(v) for v in flat)
         # the patch file is exactly that region of the resized image
         t, l, ph, pw = top["box"]
-        assert (t, l, ph, pw) == patch_box(top["y"] * w + top["x"], (h, w), (SIZE, SIZE), round(SIZE / 3))
+        if (h, w) == (1, 1):  # a dense layer: the whole image
+            assert (t, l, ph, pw) == (0, 0, SIZE, SIZE)
+        else:  # a third of the image, inside it, centred (to half a pixel) on the cell's centre unless at a border
+            assert ph == pw == round(SIZE / 3)
+            for start, centre in ((t, (top["y"] + 0.5) * SIZE / h), (l, (top["x"] + 0.5) * SIZE / w)):
+                assert 0 <= start <= SIZE - ph and start <= centre <= start + ph
+                assert abs(start + ph / 2 - centre) <= 0.5 or start in (0, SIZE - ph), (top, centre)
         np.testing.assert_array_equal(io.to_uint8(io.load_image(atlas / top["file"])), io.to_uint8(images[index, t : t + ph, l : l + pw]))
     on_disk = io.read_json(atlas / "manifest.json")["layers"]
     assert [layer_manifest["layer"] for layer_manifest in on_disk] == ["conv2", "logits"]
