@@ -16,7 +16,7 @@ def _check_stats(tensors, stats):
     """Against torch's float64 reductions (not the implementation's NumPy lines)."""
     assert [s.name for s in stats] == list(tensors)
     for s in stats:
-        t = torch.as_tensor(np.asarray(tensors[s.name])).double().flatten()
+        t = torch.from_numpy(np.array(tensors[s.name], np.float64)).flatten()
         assert s.count == t.numel()
         assert s.mean == pytest.approx(t.mean().item(), rel=1e-10, abs=1e-15)
         assert s.std == pytest.approx(t.std().item(), rel=1e-10, abs=1e-15)  # Bessel-corrected

@@ -21,7 +21,10 @@ from mobilenet_cache import mobilenet
 
 
 def torch_stats(tensor) -> dict:
-    t = torch.as_tensor(np.asarray(tensor)).double().flatten()
+    if isinstance(tensor, torch.Tensor):
+        t = tensor.detach().double().flatten()
+    else:
+        t = torch.from_numpy(np.array(tensor, np.float64)).flatten()  # a copy: spec arrays are read-only
     return {"count": t.numel(), "mean": t.mean().item(), "std": t.std().item(), "min": t.min().item(), "max": t.max().item()}
 
 
