@@ -91,9 +91,11 @@ def choose_impl(kernel_shape: Sequence[int], groups: int = 1, impl: str = "auto"
 
 
 def conv_lax(x, kernel, *, stride=1, padding: Padding = 0, groups: int = 1):
-    """The reference formulation: `lax.conv_general_dilated` in NHWC / HWIO."""
+    """The reference formulation: `lax.conv_general_dilated` in NHWC / HWIO. Mixed dtypes promote as
+    the taps' multiply-adds do (float64 images under jax x64 with float32 weights)."""
+    dtype = jnp.result_type(x, kernel)
     return lax.conv_general_dilated(
-        x, kernel, window_strides=_pair(stride, "stride"), padding=normalize_padding(padding),
+        x.astype(dtype), kernel.astype(dtype), window_strides=_pair(stride, "stride"), padding=normalize_padding(padding),
         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
     )
 

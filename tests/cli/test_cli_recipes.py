@@ -47,17 +47,28 @@ def test_features_writes_npy_png_and_manifest(photo, tmp_path):
 
 def test_weights_writes_table_histograms_and_kernels(tmp_path, capsys):
     assert main(["weights", *TINY, "--out", str(tmp_path), "--bins", "20"]) == 0
-    files = list(tmp_path.iterdir())
-    assert any(f.suffix == ".csv" for f in files) and any(f.suffix == ".json" for f in files)
-    assert any(f.suffix == ".png" for f in files)
-    assert "conv1" in capsys.readouterr().out
+    tensors = ["conv1.kernel", "conv1.bias", "conv2.kernel", "conv2.bias", "conv3.kernel", "conv3.bias", "logits.kernel", "logits.bias"]
+    with open(tmp_path / "weights.csv") as f:
+        assert [line.split(",")[0] for line in f.read().splitlines()[1:]] == tensors
+    manifest = json.loads((tmp_path / "weights.json").read_text())
+    assert manifest["bins"] == 20 and [t["name"] for t in manifest["tensors"]] == tensors
+    assert manifest["files"]["histograms"] == ["histograms_01.png"] and manifest["files"]["first_conv"] == "first_conv.png"
+    assert files.load_image(tmp_path / "histograms_01.png").ndim == 3 and files.load_image(tmp_path / "first_conv.png").ndim == 3
+    out = capsys.readouterr().out
+    assert all(name in out for name in tensors) and "8 tensors of tiny_cnn" in out
 
 
 @pytest.mark.parametrize("method", ["gradcam", "saliency", "guided"])
 def test_cam_writes_a_figure_per_image(photo, tmp_path, method):
     assert main(["cam", photo, *TINY, "--class", "3", "--method", method, "--out", str(tmp_path)]) == 0
-    pngs = [p for p in tmp_path.rglob("*.png")]
-    assert pngs, list(tmp_path.iterdir())
+    stem = f"china_{method}_class3"
+    expected = {f"{stem}.png", f"{stem}.npy", f"china_{method}.png", "cam.json"} | ({f"{stem}_gradient.png"} if method != "gradcam" else set())
+    assert {p.name for p in tmp_path.iterdir()} == expected
+    manifest = json.loads((tmp_path / "cam.json").read_text())
+    assert manifest["method"] == method and manifest["images"][0]["classes"][0]["class"] == 3
+    heat = np.load(tmp_path / f"{stem}.npy")
+    assert heat.shape == (48, 64) and 0 <= heat.min() and 0.5 < heat.max() <= 1  # at the photo's size
+    assert files.load_image(tmp_path / f"{stem}.png").shape == (48, 64, 3)
 
 
 @pytest.mark.parametrize("args,message", [
@@ -66,7 +77,7 @@ def test_cam_writes_a_figure_per_image(photo, tmp_path, method):
     (["dream", "{photo}", *TINY, "--layers", "conv2", "--steps", "x"], "--steps"),
     (["features", *TINY, "--image", "missing.png"], "missing.png"),
     (["features", *TINY, "--image", "{photo}", "--layers", "nope"], "nope"),
-    (["cam", "{photo}", *TINY, "--class", "10"], "10"),
+    (["cam", "{photo}", *TINY, "--class", "10"], "class 10 is out of range: logits has 10 classes (0-9)"),
     (["cam", "missing.png", *TINY], "missing.png"),
     (["weights", "--model", "nope"], "unknown model"),
 ])

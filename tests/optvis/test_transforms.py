@@ -1,5 +1,6 @@
 """Transforms: match NumPy/OpenCV references, and agree eager / under jit / under vmap."""
 
+import custom_call_support
 import cv2
 import jax
 import jax.numpy as jnp
@@ -76,8 +77,7 @@ def test_pad_and_compose():
 def warp_impl(request, monkeypatch):
     """Run a test with the C++ custom call (CPU, when built) and with the pure-JAX gathers (the GPU path)."""
     if request.param == "native":
-        if not (T.native_warp_available() and jax.default_backend() == "cpu"):
-            pytest.skip("the C++ warp is built for CPU only")
+        custom_call_support.require("warp")
     else:
         monkeypatch.setattr(T, "_use_native_warp", lambda image: False)
     return request.param
@@ -112,8 +112,7 @@ def test_warp_matches_map_coordinates_in_value_and_gradient(scale, angle, dy, dx
 # of 64 pixels of a row (150 = 2 full blocks and a partial one).
 @pytest.mark.parametrize("channels,height,width", [(3, 20, 26), (1, 20, 26), (2, 20, 26), (3, 17, 150), (2, 9, 150)])
 def test_native_and_jax_warps_agree_under_jit_and_nested_vmap(monkeypatch, channels, height, width):
-    if not (T.native_warp_available() and jax.default_backend() == "cpu"):
-        pytest.skip("the C++ warp is built for CPU only")
+    custom_call_support.require("warp")
     rng = np.random.default_rng(2)
     images = jnp.asarray(rng.uniform(size=(2, 3, height, width, channels)), jnp.float32)
     keys = jax.random.split(jax.random.PRNGKey(0), 6).reshape(2, 3, -1)
@@ -140,8 +139,7 @@ def test_native_warp_reaches_the_last_pixel_exactly(monkeypatch, channels):
     """A half-pixel shift samples every output pixel between four inside pixels, the image's last
     pixel included, where the C++ RGB path (whole pixels as 4-lane registers) hands over to its
     scalar loop: values and gradients still match the JAX warp."""
-    if not (T.native_warp_available() and jax.default_backend() == "cpu"):
-        pytest.skip("the C++ warp is built for CPU only")
+    custom_call_support.require("warp")
     rng = np.random.default_rng(5)
     images = jnp.asarray(rng.uniform(size=(2, 9, 11, channels)), jnp.float32)
     cotangent = jnp.asarray(rng.standard_normal(images.shape), jnp.float32)
@@ -163,8 +161,7 @@ def test_native_warps_running_concurrently_share_the_thread_pool():
     """The C++ calls run their helpers as tasks on XLA's intra-op pool (csrc/parallel.hpp): several
     calls that XLA may run at the same time, each waiting for its own helpers, must all finish (no
     deadlock) and give the results they give one at a time."""
-    if not (T.native_warp_available() and jax.default_backend() == "cpu"):
-        pytest.skip("the C++ warp is built for CPU only")
+    custom_call_support.require("warp")
     rng = np.random.default_rng(3)
     batches = [jnp.asarray(rng.uniform(size=(8, 64, 64, 3)), jnp.float32) for _ in range(6)]
     keys = jax.random.split(jax.random.PRNGKey(1), 8)

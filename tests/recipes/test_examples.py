@@ -78,7 +78,13 @@ def test_top_example_is_the_true_maximum(atlas, photos, layer):
         assert (index, top["y"], top["x"]) == tuple(int(v) for v in flat)
         # the patch file is exactly that region of the resized image
         t, left, ph, pw = top["box"]
-        assert (t, left, ph, pw) == patch_box(top["y"] * w + top["x"], (h, w), (SIZE, SIZE), round(SIZE / 3))
+        if (h, w) == (1, 1):  # a dense layer: the whole image
+            assert (t, left, ph, pw) == (0, 0, SIZE, SIZE)
+        else:  # a third of the image, inside it, centred (to half a pixel) on the cell's centre unless at a border
+            assert ph == pw == round(SIZE / 3)
+            for start, centre in ((t, (top["y"] + 0.5) * SIZE / h), (left, (top["x"] + 0.5) * SIZE / w)):
+                assert 0 <= start <= SIZE - ph and start <= centre <= start + ph
+                assert abs(start + ph / 2 - centre) <= 0.5 or start in (0, SIZE - ph), (top, centre)
         np.testing.assert_array_equal(files.to_uint8(files.load_image(atlas / top["file"])), files.to_uint8(images[index, t : t + ph, left : left + pw]))
     on_disk = files.read_json(atlas / "manifest.json")["layers"]
     assert [layer_manifest["layer"] for layer_manifest in on_disk] == ["conv2", "logits"]

@@ -1,9 +1,10 @@
-"""Weight statistics equal NumPy's; histograms are np.histogram's; BatchNorm counters are skipped."""
+"""Weight statistics equal torch's; histograms count what they draw; BatchNorm counters are skipped."""
 
 import csv
 import json
 
 import numpy as np
+import pytest
 import torch
 from mobilenet_cache import mobilenet
 
@@ -12,12 +13,14 @@ from jaxvis.recipes.weights import parameter_tensors, save_weights_report, tenso
 
 
 def _check_stats(tensors, stats):
+    """Against torch's float64 reductions (not the implementation's NumPy lines)."""
     assert [s.name for s in stats] == list(tensors)
     for s in stats:
-        values = np.asarray(tensors[s.name], np.float64).ravel()
-        assert s.count == values.size
-        assert s.mean == np.mean(values) and s.std == np.std(values, ddof=1)
-        assert s.min == np.min(values) and s.max == np.max(values)
+        t = torch.from_numpy(np.array(tensors[s.name], np.float64)).flatten()
+        assert s.count == t.numel()
+        assert s.mean == pytest.approx(t.mean().item(), rel=1e-10, abs=1e-15)
+        assert s.std == pytest.approx(t.std().item(), rel=1e-10, abs=1e-15)  # Bessel-corrected
+        assert s.min == t.min().item() and s.max == t.max().item()
 
 
 def test_checkpoint_stats_equal_numpy_and_skip_counters(mobilenet_checkpoint, tmp_path):
@@ -63,9 +66,11 @@ def test_model_tensors_histograms_equal_numpy(mobilenet_checkpoint, tmp_path, mo
     assert len(drawn) == 3
     for (name, array), (values, counts, edges) in zip(subset.items(), drawn):
         np.testing.assert_array_equal(values, np.asarray(array, np.float64).ravel())
-        want_counts, want_edges = np.histogram(np.asarray(array, np.float64).ravel(), bins=50)
-        np.testing.assert_array_equal(counts, want_counts)
-        np.testing.assert_allclose(edges, want_edges)
+        flat = np.asarray(array, np.float64).ravel()  # counted by hand against the drawn edges, not np.histogram
+        assert len(counts) == 50 and edges[0] == flat.min() and edges[-1] == flat.max()
+        np.testing.assert_allclose(np.diff(edges), (flat.max() - flat.min()) / 50, rtol=1e-9)
+        inside = [(flat >= lo) & ((flat < hi) | ((i == 49) & (flat == hi))) for i, (lo, hi) in enumerate(zip(edges, edges[1:]))]
+        np.testing.assert_array_equal(counts, [int(m.sum()) for m in inside])
         assert (tmp_path / "histograms" / f"{name}.png").is_file()
     manifest = json.loads((tmp_path / "weights.json").read_text())
     assert manifest["bins"] == 50 and len(manifest["files"]["histograms"]) == 3

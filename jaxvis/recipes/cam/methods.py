@@ -13,7 +13,7 @@ Methods (`CamConfig.method`):
   mobilenet_v2). `backprop_modifier` (keras-vis: None, 'guided', 'relu') changes every ReLU's
   gradient on the way from the logit down to A; `visualize_cam` is this method.
 * `gradcam++`: Chattopadhay et al.'s weights `sum_ij relu(g) g^2 / (2 g^2 + sum_ab A g^3)`
-  (as pytorch-grad-cam computes them).
+  (0 where the denominator is 0).
 * `scorecam`: each channel of A, upsampled to the image and min-max normalized, masks the model
   input; the weights are the softmax over channels of the masked inputs' logits (pytorch-grad-cam).
   One forward pass per channel: costly for wide layers (1280 for mobilenet_v2).
@@ -273,8 +273,10 @@ def _cam(variables, images, classes, key, *, spec: ModelSpec, config: CamConfig,
         g2 = grads**2
         g3 = g2 * grads
         total = acts.sum(axis=(1, 2))  # [B, c]
-        alpha = g2 / (2 * g2 + total[None, :, None, None, :] * g3 + _EPS)
-        alpha = jnp.where(grads != 0, alpha, 0.0)
+        # The paper's alpha, 0 where its denominator is 0. No epsilon in the denominator: late-layer
+        # gradients are small, and a 1e-7 added there moved the maps from the paper's by 2e-3.
+        denominator = 2 * g2 + total[None, :, None, None, :] * g3
+        alpha = jnp.where(denominator != 0, g2 / jnp.where(denominator != 0, denominator, 1.0), 0.0)
         weights = (jax.nn.relu(grads) * alpha).sum(axis=(2, 3))  # [K, B, c]
         raw = jax.nn.relu(jnp.einsum("kbc,bhwc->kbhw", weights, acts))
     elif method == "scorecam":

@@ -207,14 +207,29 @@ def test_relu_redirect_leaves_values_unchanged(variables, batch):
         np.testing.assert_array_equal(plain[name], redirected[name])
 
 
-def test_relu_redirect_changes_only_the_gradient(variables, batch):
-    def score(r):
-        return lambda x: MobileNetV2().apply(variables, x, outputs=("features.4",), relu_redirect=r)[
-            "features.4"][..., 3].mean()
+def test_relu_redirect_changes_only_the_gradient(reference, variables, batch):
+    """Unit 35 of features.3.conv.0 (after its ReLU6) is dead for batch item 1 and alive for item 0;
+    the loss is minus its mean (render minimizes -score). The true gradient gives item 1 nothing.
+    Redirected: item 0's gradient is the true one, bit for bit (the redirect is per item and only
+    for dead units); item 1's is the gradient of the unit's pre-activation (conv + BN), the direction
+    that revives it, as torch computes it."""
+    unit = MobileNetV2().apply(variables, batch, outputs=("features.3.conv.0",))["features.3.conv.0"][..., 35]
+    assert np.asarray(unit[0]).max() > 0 and np.asarray(unit[1]).max() == 0
 
-    grads = [jax.jit(jax.grad(score(jnp.float32(r))))(batch) for r in (0.0, 1.0)]
-    assert np.all(np.isfinite(grads[1]))
-    assert grads[0].shape == batch.shape
+    def loss(r):
+        return lambda x: -MobileNetV2().apply(variables, x, outputs=("features.3.conv.0",), relu_redirect=r)[
+            "features.3.conv.0"][..., 35].mean(axis=(1, 2)).sum()
+
+    true, redirected = [np.asarray(jax.jit(jax.grad(loss(jnp.float32(r))))(batch)) for r in (0.0, 1.0)]
+    assert np.abs(true[0]).max() > 0 and np.abs(true[1]).max() == 0
+    np.testing.assert_array_equal(redirected[0], true[0])
+    x = torch.from_numpy(np.ascontiguousarray(batch[1:].transpose(0, 3, 1, 2))).requires_grad_(True)
+    h = x
+    for i in range(3):
+        h = reference.features[i](h)
+    expand = reference.features[3].conv[0]
+    (-expand[1](expand[0](h))[:, 35].mean()).backward()
+    assert relative_error(redirected[1], x.grad.numpy().transpose(0, 2, 3, 1)[0]) < 1e-4
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Each parameterization can fit a real image, and from_image inverts to_image (octave restarts)."""
 
+import custom_call_support
 import cv2
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,6 @@ import numpy as np
 import optax
 import pytest
 
-from jaxvis.native import custom_calls
 from jaxvis.optvis.param import image_param, init_uniform
 
 KINDS = [
@@ -106,12 +106,13 @@ def _xla_latent(params, decay_power=1.0):
         spatial.use_native_spectral = saved
 
 
-needs_native_spectral = pytest.mark.skipif(
-    not (jax.default_backend() == "cpu" and custom_calls.cpu_targets("spectral")),
-    reason="the C++ spectral custom call is CPU-only and needs the extension built with XLA's FFI headers")
+@pytest.fixture
+def needs_native_spectral():
+    """Fails where the spectral custom call should be built but is not (tests/custom_call_support.py)."""
+    custom_call_support.require("spectral")
 
 
-@needs_native_spectral
+@pytest.mark.usefixtures("needs_native_spectral")
 @pytest.mark.parametrize("batch,channels,height,width", [
     (16, 3, 128, 128),  # the default job's final octave (4^3 x 2)
     (2, 3, 108, 108),   # its first octave (4 x 3^3)
@@ -140,7 +141,7 @@ def test_native_spectral_matches_jnp_fft(batch, channels, height, width):
     np.testing.assert_allclose(vmapped_grad, grad, rtol=0, atol=1e-7 * float(np.abs(np.asarray(grad)).max()))
 
 
-@needs_native_spectral
+@pytest.mark.usefixtures("needs_native_spectral")
 def test_native_spectral_leaves_large_prime_factors_to_xla():
     from jaxvis.optvis.param import spatial
 
@@ -162,7 +163,7 @@ def _composed_to_image(params):
         spatial.use_native_spectral = saved
 
 
-@needs_native_spectral
+@pytest.mark.usefixtures("needs_native_spectral")
 @pytest.mark.parametrize("batch,height,width,amplitude", [
     (16, 128, 128, 1.0),  # the default job's final octave
     (2, 70, 70, 1.0),     # factors 2, 5, 7
@@ -194,7 +195,7 @@ def test_fused_lucid_default_matches_its_composed_parts(batch, height, width, am
     np.testing.assert_allclose(vmapped_grad, grad, rtol=0, atol=1e-7 * float(np.abs(np.asarray(grad)).max()))
 
 
-@needs_native_spectral
+@pytest.mark.usefixtures("needs_native_spectral")
 def test_fused_call_only_for_lucids_default_on_rgb():
     from jaxvis.optvis.param import fused
 
@@ -206,7 +207,7 @@ def test_fused_call_only_for_lucids_default_on_rgb():
     assert not fused.usable(jnp.zeros((1, 3, 106, 54, 2), jnp.float32))  # a size for XLA's FFT
 
 
-@needs_native_spectral
+@pytest.mark.usefixtures("needs_native_spectral")
 def test_fused_call_baseline_loops_match_too():
     """The transform's butterflies and the colour/sigmoid loops also have baseline (non-AVX2)
     builds; JAXVIS_NATIVE_NO_AVX2=1 selects them (csrc/cpu_features.hpp)."""
