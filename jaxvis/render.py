@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from jaxvis import transforms
+from jaxvis import classic, space, transforms
 from jaxvis.distributed import batch_shardings
 from jaxvis.errors import JaxvisError, unknown_name
 from jaxvis.models.activations import REDIRECT, TRUE as TRUE_GRADIENT
@@ -45,10 +45,25 @@ class RenderConfig:
     """Everything that decides the pixels (with the model, the objective and the units).
 
     Octaves: the image is optimized at `octave_sizes()` in turn, each `steps` steps, upscaled
-    between octaves (bicubic, then an optional box blur of `octave_blur` pixels). Seed 000's
-    recipe is `start_size=56, octave_scale=1.2, octaves=12, steps=20, octave_blur=5,
-    param="pixel", decorrelate=False, valid_range="offset", transforms="none",
-    init_range=(150/255, 180/255), learning_rate=0.1, weight_decay=1e-6`.
+    between octaves (`octave_resize`: "bicubic" is `jax.image.resize`'s, "opencv" is
+    `cv2.INTER_CUBIC`'s; then an optional box blur of `octave_blur` pixels). `octave_rounding`:
+    "even" rounds each size to an even number, "floor" makes each size `int(previous * scale)`
+    from `start_size` (FilterVisualizer's).
+
+    Space (`jaxvis.space`): `space="display"` optimizes the display image scaled to
+    `display_range`; `space="input"` optimizes the model's input (after `spec.preprocess`).
+    Learning rate, weight decay and the regularizer weights are in that tensor's units;
+    `valid_range="none"` leaves the tensor unconstrained (clipped only in the final image).
+
+    keras-vis's pieces (`jaxvis.classic`): `optimizer="keras-vis"` (its normalized RMSprop step),
+    `lp_norm_weight` / `tv_weight` (its LPNorm and TotalVariation on the optimized tensor, with
+    `lp_norm_p` and `tv_beta`), `roll_jitter` (its `Jitter`: the image itself is rolled before each
+    step; pixel parameterization only), `keep_best` (return each item's image after the step whose
+    loss was lowest), `final="standardize"` (its `deprocess_input`; "clip" clips to [0, 1]).
+
+    Named recipes: `RenderConfig.preset(name, **overrides)` (`jaxvis.presets`: "lucid", this
+    class's defaults; "fastai"; "keras-vis"); `preset_name` records which one a config came from
+    (the other fields hold any overrides).
     """
 
     size: int = 128
@@ -70,6 +85,25 @@ class RenderConfig:
     batch: int = 16
     seed: int = 0
     precision: str = "f32"
+    space: str = "display"
+    display_range: tuple[float, float] = (0.0, 1.0)
+    octave_rounding: str = "even"
+    octave_resize: str = "bicubic"
+    roll_jitter: int = 0
+    lp_norm_weight: float = 0.0
+    lp_norm_p: float = 6.0
+    tv_weight: float = 0.0
+    tv_beta: float = 2.0
+    keep_best: bool = False
+    final: str = "clip"
+    preset_name: str = "lucid"
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "RenderConfig":
+        """The named recipe (`jaxvis.presets.PRESETS`) with `overrides` replacing its fields."""
+        from jaxvis.presets import preset
+
+        return preset(name, **overrides)
 
     def octave_sizes(self) -> tuple[int, ...]:
         """Image size of each octave, ending at `size` (or starting at `start_size`), even numbers.
@@ -78,6 +112,11 @@ class RenderConfig:
         are all at most 7: a 2-D FFT of a size with a large prime factor is several times slower
         (the default's 128 / 1.2 = 106.7 would be 106 = 2 x 53: irfft2 fwd + bwd 7.0 ms per step
         for 16 images, against 2-3 ms at 108). `size` itself is kept as given."""
+        if self.octave_rounding == "floor" and self.start_size is not None:
+            sizes = [self.start_size]
+            for _ in range(self.octaves - 1):
+                sizes.append(int(sizes[-1] * self.octave_scale))
+            return tuple(sizes)
         if self.start_size is not None:
             sizes = [self.start_size * self.octave_scale**i for i in range(self.octaves)]
         else:
@@ -115,6 +154,24 @@ class RenderConfig:
             raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
         if self.precision not in PRECISIONS:
             raise unknown_name("precision", self.precision, PRECISIONS)
+        if self.space not in space.SPACES:
+            raise unknown_name("parameter space", self.space, space.SPACES)
+        require(self.space == "display" or space.is_identity("display", self.display_range),
+                "display_range applies to space='display' only")
+        require(len(self.display_range) == 2 and self.display_range[1] > self.display_range[0],
+                f"display range must be (low, high) with high > low, got {self.display_range}")
+        if self.octave_rounding not in OCTAVE_ROUNDINGS:
+            raise unknown_name("octave rounding", self.octave_rounding, OCTAVE_ROUNDINGS)
+        require(self.octave_rounding == "even" or self.start_size is not None,
+                "octave_rounding='floor' grows sizes from start_size; give start_size")
+        if self.octave_resize not in OCTAVE_RESIZES:
+            raise unknown_name("octave resize", self.octave_resize, OCTAVE_RESIZES)
+        if self.final not in FINALS:
+            raise unknown_name("final image", self.final, FINALS)
+        require(isinstance(self.roll_jitter, int) and self.roll_jitter >= 0, f"roll jitter must be an integer >= 0, got {self.roll_jitter}")
+        require(self.roll_jitter == 0 or self.param == "pixel", "roll_jitter rolls pixels: it needs param='pixel'")
+        require(self.lp_norm_weight >= 0 and self.tv_weight >= 0, "regularizer weights must be >= 0")
+        require(self.lp_norm_p >= 1, f"lp_norm_p must be >= 1, got {self.lp_norm_p}")
         return self
 
 
@@ -132,11 +189,37 @@ OPTIMIZERS = {
 }
 
 
+OPTIMIZERS["keras-vis"] = classic.normalized_rmsprop  # its gradient normalization and RMSprop (jaxvis.classic)
+
 PRECISIONS = {"f32": jnp.float32, "bf16": jnp.bfloat16}
+OCTAVE_ROUNDINGS = ("even", "floor")
+OCTAVE_RESIZES = ("bicubic", "opencv")
+FINALS = ("clip", "standardize")
 
 
-def make_param(config: RenderConfig) -> ImageParam:
-    return image_param(config.param, decorrelate=config.decorrelate, valid_range=config.valid_range, init_std=config.init_std)
+def make_param(config: RenderConfig, spec: ModelSpec | None = None) -> ImageParam:
+    """The parameterization; with `spec`, its images are display images of `config.space`
+    (without `spec`, or in the identity space, they are the optimized tensor's own images)."""
+    param = image_param(config.param, decorrelate=config.decorrelate, valid_range=config.valid_range, init_std=config.init_std)
+    if spec is None or space.is_identity(config.space, config.display_range):
+        return param
+    to_display, from_display = space.space_maps(config.space, config.display_range, spec)
+    return ImageParam(param.init, lambda params: to_display(param.to_image(params)),
+                      lambda images: param.from_image(from_display(images)))
+
+
+def _regularized(config: RenderConfig) -> bool:
+    return config.lp_norm_weight > 0 or config.tv_weight > 0
+
+
+def _penalties(config: RenderConfig, tensor):
+    """keras-vis's weighted regularizers on the optimized tensor, per item [B]."""
+    total = jnp.zeros(tensor.shape[0], jnp.float32)
+    if config.lp_norm_weight > 0:
+        total = total + config.lp_norm_weight * classic.lp_norm(tensor, config.lp_norm_p)
+    if config.tv_weight > 0:
+        total = total + config.tv_weight * classic.total_variation(tensor, config.tv_beta)
+    return total
 
 
 def unit_keys(seed: int, units):
@@ -160,7 +243,7 @@ def _activations(spec: ModelSpec, variables, images, layers, redirect, precision
 
 @jax.jit(static_argnames=("spec", "config", "size"))
 def _init_params(keys, *, spec: ModelSpec, config: RenderConfig, size: int):
-    param = make_param(config)
+    param = make_param(config, spec)
     init_keys = jax.vmap(lambda key: jax.random.fold_in(key, _INIT_FOLD))(keys)
     if config.init_range is not None:
         low, high = config.init_range
@@ -184,8 +267,8 @@ def _optimize_octave(variables, params, units, keys, *, first_step: int, spec: M
     ReLU's backward pass, which measured ~20% slower per step on CPU. `first_step` is static, which
     costs no extra compilation: each octave has its own image size anyway."""
     if upscale_to is not None:
-        params = _upscale(params, config=config, size=upscale_to)
-    param = make_param(config)
+        params = _upscale(params, config=config, spec=spec, size=upscale_to)
+    param = make_param(config, spec)
     transform = transforms.NAMED[config.transforms]
     optimizer = OPTIMIZERS[config.optimizer](config.learning_rate, config.weight_decay)
     layers = tuple(sorted(objective.layers))
@@ -195,26 +278,40 @@ def _optimize_octave(variables, params, units, keys, *, first_step: int, spec: M
         step_keys = jax.vmap(lambda key: jax.random.fold_in(key, step))(keys)
         seen = transforms.apply_batch(transform, step_keys, images)
         scores = objective(Context(_activations(spec, variables, seen, layers, redirect, config.precision), images, units))
+        if _regularized(config):
+            scores = scores - _penalties(config, make_param(config).to_image(params))
         return -jnp.sum(scores), scores
 
     def steps_with(redirect):
         def step_fn(carry, step):
-            params, opt_state = carry
-            grads, _ = jax.grad(loss, has_aux=True)(params, step, redirect)
+            params, opt_state = carry[:2]
+            if config.roll_jitter:  # keras-vis's Jitter moves the optimized image itself
+                roll_keys = jax.vmap(lambda key: jax.random.fold_in(jax.random.fold_in(key, step), _INIT_FOLD))(keys)
+                params = classic.roll(roll_keys, params, config.roll_jitter)
+            grads, scores = jax.grad(loss, has_aux=True)(params, step, redirect)
             updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), None
+            params = optax.apply_updates(params, updates)
+            if not config.keep_best:
+                return (params, opt_state), None
+            best_loss, best = carry[2:]
+            better = -scores < best_loss  # keras-vis keeps the image after the step whose loss was lowest
+            pick = lambda new, old: jnp.where(better.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+            return (params, opt_state, jnp.where(better, -scores, best_loss), jax.tree.map(pick, params, best)), None
 
         return step_fn
 
     redirected = min(max(config.relu_redirect_steps - first_step, 0), config.steps)
     carry = (params, optimizer.init(params))
+    if config.keep_best:
+        carry = carry + (jnp.full(units.shape, jnp.inf, jnp.float32), params)
     for redirect, start, stop in ((REDIRECT, 0, redirected), (TRUE_GRADIENT, redirected, config.steps)):
         if stop > start:
             steps = first_step + jnp.arange(start, stop, dtype=jnp.int32)
             carry, _ = jax.lax.scan(steps_with(redirect), carry, steps)
+    params = carry[3] if config.keep_best else carry[0]
     if finish:
-        return _finish(variables, carry[0], units, spec=spec, objective=objective, config=config)
-    return carry[0]
+        return _finish(variables, params, units, spec=spec, objective=objective, config=config)
+    return params
 
 
 def box_blur(images, kernel_size: int):
@@ -223,20 +320,27 @@ def box_blur(images, kernel_size: int):
     return jax.vmap(lambda image: transforms._separable_filter(image, kernel))(images)
 
 
-def _upscale(params, *, config: RenderConfig, size: int):
+def _upscale(params, *, config: RenderConfig, spec: ModelSpec, size: int):
     """The images of `params`, resized (bicubic) to `size`, optionally blurred, as new params
     (traced into `_optimize_octave`'s program, as `_finish` is)."""
-    param = make_param(config)
+    param = make_param(config, spec)
     images = param.to_image(params)
-    images = jax.image.resize(images, (images.shape[0], size, size, images.shape[3]), "bicubic")
+    if config.octave_resize == "opencv":
+        images = classic.resize_opencv(images, size, size)
+    else:
+        images = jax.image.resize(images, (images.shape[0], size, size, images.shape[3]), "bicubic")
     if config.octave_blur > 1:
         images = box_blur(images, config.octave_blur)
     return param.from_image(jnp.clip(images, 0.0, 1.0) if config.valid_range == "sigmoid" else images)
 
 
 def _finish(variables, params, units, *, spec: ModelSpec, objective: Objective, config: RenderConfig):
-    """Final images clipped to [0, 1] and the objective's score on them (no transforms)."""
-    images = jnp.clip(make_param(config).to_image(params), 0.0, 1.0)
+    """Final images (clipped to [0, 1], or keras-vis's standardized tensor) and the objective's
+    score on them (no transforms)."""
+    if config.final == "standardize":
+        images = classic.standardize(make_param(config).to_image(params))
+    else:
+        images = jnp.clip(make_param(config, spec).to_image(params), 0.0, 1.0)
     acts = _activations(spec, variables, images, tuple(sorted(objective.layers)), TRUE_GRADIENT, config.precision)
     return images, objective(Context(acts, images, units))
 
