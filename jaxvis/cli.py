@@ -34,24 +34,32 @@ def _load(args):
     return resolve_model(args.model, weights=getattr(args, "weights", None), arch=getattr(args, "arch", None))
 
 
+# `jaxvis atlas` render flags (argparse dest -> RenderConfig field). They default to None: a flag
+# given replaces the preset's value; one not given keeps it.
+PRESET_FLAGS = {"size": "size", "steps": "steps", "octaves": "octaves", "octave_scale": "octave_scale",
+                "start_size": "start_size", "octave_blur": "octave_blur", "param": "param", "space": "space",
+                "valid_range": "valid_range", "transforms": "transforms",
+                "optimizer": "optimizer", "lr": "learning_rate", "weight_decay": "weight_decay",
+                "relu_redirect_steps": "relu_redirect_steps"}
+NO_PRESET = {"octaves": 2}  # without --preset: lucid with the CLI's two octaves (as before presets)
+
+
 def _render_config(args):
     from jaxvis.render import RenderConfig
 
-    init_range = None
+    overrides = {field: getattr(args, dest) for dest, field in PRESET_FLAGS.items() if getattr(args, dest, None) is not None}
     if args.init_range:
         try:
             low, high = (float(v) for v in args.init_range.split(","))
         except ValueError:
             raise JaxvisError(f"--init-range takes LOW,HIGH in [0, 1], got {args.init_range!r}") from None
-        init_range = (low, high)
-    return RenderConfig(
-        size=args.size, steps=args.steps, octaves=args.octaves, octave_scale=args.octave_scale,
-        start_size=args.start_size, octave_blur=args.octave_blur, param=args.param,
-        decorrelate=not args.no_decorrelate, valid_range=args.valid_range, init_range=init_range,
-        transforms=args.transforms, optimizer=args.optimizer, learning_rate=args.lr,
-        weight_decay=args.weight_decay, relu_redirect_steps=args.relu_redirect_steps,
-        batch=args.batch or 16, seed=args.seed, precision=getattr(args, "precision", "f32"),
-    ).validate()
+        overrides["init_range"] = (low, high)
+    if args.no_decorrelate:
+        overrides["decorrelate"] = False
+    if args.preset is None:
+        overrides = {**NO_PRESET, **overrides}
+    return RenderConfig.preset(args.preset or "lucid", batch=args.batch or 16, seed=args.seed,
+                               precision=getattr(args, "precision", "f32"), **overrides)
 
 
 def cmd_models(args):
@@ -428,21 +436,26 @@ def build_parser() -> argparse.ArgumentParser:
     atlas.add_argument("--layers", default=None, help="comma-separated layer globs, e.g. 'features.*' (every filter of each)")
     atlas.add_argument("--all-layers", action="store_true", help="every layer of the model")
     atlas.add_argument("--filters", default=None, help="e.g. 0-63, 3,7,9 or all (default: the first 64)")
-    atlas.add_argument("--size", type=int, default=128, help="final image size in pixels")
-    atlas.add_argument("--steps", type=int, default=64, help="optimization steps per octave")
-    atlas.add_argument("--octaves", type=int, default=2)
-    atlas.add_argument("--octave-scale", type=float, default=1.2)
+    atlas.add_argument("--preset", default=None, choices=["lucid", "fastai", "keras-vis"],
+                       help="a named recipe (jaxvis.presets); the render flags below given beside it replace its values "
+                            "(default: lucid with --octaves 2)")
+    atlas.add_argument("--size", type=int, default=None, help="final image size in pixels (lucid: 128)")
+    atlas.add_argument("--steps", type=int, default=None, help="optimization steps per octave (lucid: 64)")
+    atlas.add_argument("--octaves", type=int, default=None, help="(lucid: 2 without --preset, 1 with it)")
+    atlas.add_argument("--octave-scale", type=float, default=None, help="(lucid: 1.2)")
     atlas.add_argument("--start-size", type=int, default=None, help="size of the first octave (then x octave-scale each)")
-    atlas.add_argument("--octave-blur", type=int, default=0, help="box blur kernel after each upscale (odd; 0 = none)")
-    atlas.add_argument("--param", default="fft", choices=["fft", "pixel"])
+    atlas.add_argument("--octave-blur", type=int, default=None, help="box blur kernel after each upscale (odd; 0 = none)")
+    atlas.add_argument("--param", default=None, choices=["fft", "pixel"], help="(lucid: fft)")
+    atlas.add_argument("--space", default=None, choices=["display", "input"],
+                       help="optimize the display image or the model's input after its preprocessing (lucid: display)")
     atlas.add_argument("--no-decorrelate", action="store_true", help="optimize RGB directly")
-    atlas.add_argument("--valid-range", default="sigmoid", choices=["sigmoid", "offset"])
-    atlas.add_argument("--init-range", default=None, help="uniform initial image LOW,HIGH (seed 000: 0.588,0.706)")
-    atlas.add_argument("--transforms", default="standard", choices=["standard", "jitter", "none"])
-    atlas.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    atlas.add_argument("--lr", type=float, default=0.05)
-    atlas.add_argument("--weight-decay", type=float, default=0.0)
-    atlas.add_argument("--relu-redirect-steps", type=int, default=16, help="steps using lucid's redirected ReLU gradient")
+    atlas.add_argument("--valid-range", default=None, choices=["sigmoid", "offset", "none"], help="(lucid: sigmoid)")
+    atlas.add_argument("--init-range", default=None, help="uniform initial image LOW,HIGH in display units, e.g. 0.588,0.706")
+    atlas.add_argument("--transforms", default=None, choices=["standard", "jitter", "none"], help="(lucid: standard)")
+    atlas.add_argument("--optimizer", default=None, choices=["adam", "sgd", "keras-vis"], help="(lucid: adam)")
+    atlas.add_argument("--lr", type=float, default=None, help="learning rate, in the units of --space (lucid: 0.05)")
+    atlas.add_argument("--weight-decay", type=float, default=None, help="(lucid: 0)")
+    atlas.add_argument("--relu-redirect-steps", type=int, default=None, help="steps using lucid's redirected ReLU gradient (lucid: 16)")
     atlas.add_argument("--batch", type=int, default=None,
                        help="filters optimized together in one compiled program (default: from device memory; 16 on CPU)")
     atlas.add_argument("--precision", default="f32", choices=["f32", "bf16"], help="network compute precision")

@@ -51,7 +51,8 @@ class RenderConfig:
     from `start_size` (FilterVisualizer's).
 
     Space (`jaxvis.space`): `space="display"` optimizes the display image scaled to
-    `display_range`; `space="input"` optimizes the model's input (after `spec.preprocess`).
+    `display_range`; `space="input"` optimizes the model's input (after `spec.preprocess`; the
+    display range is then unused).
     Learning rate, weight decay and the regularizer weights are in that tensor's units;
     `valid_range="none"` leaves the tensor unconstrained (clipped only in the final image).
 
@@ -156,8 +157,6 @@ class RenderConfig:
             raise unknown_name("precision", self.precision, PRECISIONS)
         if self.space not in space.SPACES:
             raise unknown_name("parameter space", self.space, space.SPACES)
-        require(self.space == "display" or space.is_identity("display", self.display_range),
-                "display_range applies to space='display' only")
         require(len(self.display_range) == 2 and self.display_range[1] > self.display_range[0],
                 f"display range must be (low, high) with high > low, got {self.display_range}")
         if self.octave_rounding not in OCTAVE_ROUNDINGS:

@@ -10,6 +10,7 @@ rounding) and act per pixel, so resizes and blurs commute with them up to those 
 - `"input"`: the tensor is the model's input, `spec.preprocess(display)` (ImageNet mean/std for
   torchvision models, BGR minus the mean pixel for Keras "caffe" models): FilterVisualizer
   optimizes `val_tfms(img)`, so its learning rate and weight decay are in these units.
+  `display_range` is not used.
 
 Learning rates, weight decay, regularizer weights and the initial noise's spread are in the
 tensor's units; `init_range` and every saved image are in display units.
@@ -40,8 +41,6 @@ def space_maps(space: str, display_range, spec: ModelSpec | None) -> tuple[Calla
     if space == "input":
         if spec is None:
             raise JaxvisError("the input space needs the model's preprocessing (a ModelSpec)")
-        if tuple(float(v) for v in display_range) != IDENTITY_RANGE:
-            raise JaxvisError("display_range applies to the display space only; the input space's range is the model's")
         return spec.preprocess.invert, spec.preprocess
     low, high = (float(v) for v in display_range)
     if not high > low:

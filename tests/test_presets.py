@@ -52,9 +52,11 @@ def test_every_preset_field_is_a_render_setting():
         preset(name).validate()
 
 
-def test_input_space_needs_no_display_range_and_roll_needs_pixels():
-    with pytest.raises(JaxvisError, match="display_range"):
-        RenderConfig(space="input", display_range=(0.0, 255.0)).validate()
+def test_bad_space_settings_are_errors():
+    with pytest.raises(JaxvisError, match="display range"):
+        RenderConfig(display_range=(1.0, 0.0)).validate()
+    with pytest.raises(JaxvisError, match="parameter space"):
+        RenderConfig(space="model").validate()
     with pytest.raises(JaxvisError, match="pixel"):
         RenderConfig(roll_jitter=4).validate()
     with pytest.raises(JaxvisError, match="start_size"):
