@@ -180,6 +180,22 @@ class RenderResult:
     scores: np.ndarray  # [N] the objective on the final, untransformed images
     units: np.ndarray  # [N] int
 
+    def _repr_png_(self) -> bytes:  # notebook display (jaxvis.display)
+        from jaxvis import display
+
+        return display.png(self)
+
+    def _repr_html_(self) -> str:
+        from jaxvis import display
+
+        return display.html(self)
+
+    def show(self, **kwargs):
+        """Draw the result with matplotlib (`jaxvis.display.show`); returns the Axes."""
+        from jaxvis import display
+
+        return display.show(self, **kwargs)
+
 
 OPTIMIZERS = {
     # Weight decay is added to the gradient before the update, as torch.optim.Adam does (seed 000).
