@@ -43,7 +43,9 @@ keras-vis -- `vis.visualization.visualize_activation` (raghakot/keras-vis, maste
                              `cache = 0.95 cache + 0.05 g^2`, `seed_input += -g / sqrt(cache +
                              K.epsilon())` -- no learning rate; K.epsilon() = 1e-7
   space="display", display_range=(0, 255)
-                             `input_range=(0, 255)`: the optimized tensor spans 0-255
+                             `input_range=(0, 255)`: the optimized tensor spans 0-255 (keras-vis
+                             optimizes `model.input` itself; for a Keras "caffe" model that is the
+                             BGR, mean-subtracted image, which `space="input"` reproduces)
   init_range=(0.5 - 0.05*sqrt(3), 0.5 + 0.05*sqrt(3))
                              `utils.random_array(mean=np.mean(input_range), std=0.05 *
                              (input_range[1] - input_range[0]))`: uniform noise of mean 127.5 and
