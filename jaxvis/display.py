@@ -90,16 +90,14 @@ def picture(result) -> np.ndarray:
         grids = [io.load_image(Path(result.out_dir) / layer["grid"]) for layer in result.manifest["layers"]]
         return plot.image_grid(grids, columns=1) if len(grids) > 1 else _rgb(grids[0])
     if isinstance(result, FeatureMaps):
-        from jaxvis.features import channel_grid
-
         tiles, labels = [], []
         for layer, act in result.maps.items():
             act = np.asarray(act)
             act = act[0] if act.ndim == 4 else act
             if act.ndim != 3:
                 continue
-            grid = channel_grid(act, columns=result.columns, count=result.count, standardize=True)
-            tiles.append(np.nan_to_num(grid, nan=255.0).astype(np.uint8)[:, :, None])
+            channels = [_standardized(act[:, :, k])[:, :, None] for k in range(min(result.count, act.shape[2]))]
+            tiles.append(plot.image_grid(channels, columns=result.columns, gap=1))
             labels.append(f"{layer}  {'x'.join(map(str, act.shape))}")
         if not tiles:
             raise JaxvisError("no spatial feature maps to show")
@@ -115,6 +113,14 @@ def picture(result) -> np.ndarray:
     if array.ndim in (2, 3):
         return _rgb(array)
     raise JaxvisError(f"cannot show a {type(result).__name__}")
+
+
+def _standardized(channel) -> np.ndarray:
+    """Seed 004's channel picture: `(x - mean) / std * 64 + 128`, clipped, uint8 (a flat channel: 128)."""
+    channel = np.asarray(channel, np.float64)
+    std = channel.std()
+    z = (channel - channel.mean()) / std if std > 0 else np.zeros_like(channel)
+    return np.clip(z * 64.0 + 128.0, 0, 255).astype(np.uint8)
 
 
 def _rgb(image) -> np.ndarray:
