@@ -8,7 +8,8 @@ Results:
 - a render result (`images[N,H,W,C]`, `units`, `scores`): the images as a grid labelled by unit;
 - a dream result (`image`, `losses`): the dreamed photo (the first, for a batch);
 - `FeatureMaps(maps)` (`jaxvis.features.feature_maps`'s `{layer: act}`): per spatial layer the
-  first `count` channels, each standardized as seed 004 does, in rows of `columns`, layer named;
+  first `count` channels, each standardized as seed 004 does and enlarged (nearest, by an integer
+  factor) to about the largest layer's size, in rows of `columns`, layer named;
 - `Atlas(out_dir)` (a `jaxvis atlas` / `render_atlas` folder): its layers' grid images;
 - an image array `[H,W,C]` (float in [0, 1] or uint8), or a batch `[N,H,W,C]` as a grid.
 Nothing here needs a notebook server.
@@ -91,12 +92,13 @@ def picture(result) -> np.ndarray:
         return plot.image_grid(grids, columns=1) if len(grids) > 1 else _rgb(grids[0])
     if isinstance(result, FeatureMaps):
         tiles, labels = [], []
-        for layer, act in result.maps.items():
-            act = np.asarray(act)
-            act = act[0] if act.ndim == 4 else act
-            if act.ndim != 3:
-                continue
-            channels = [_standardized(act[:, :, k])[:, :, None] for k in range(min(result.count, act.shape[2]))]
+        spatial = {layer: (act[0] if act.ndim == 4 else act) for layer, act in ((k, np.asarray(v)) for k, v in result.maps.items())}
+        spatial = {layer: act for layer, act in spatial.items() if act.ndim == 3}
+        side = max([act.shape[0] for act in spatial.values()], default=0)
+        for layer, act in spatial.items():
+            factor = max(1, side // act.shape[0])  # small maps enlarged (nearest) to about the largest's size
+            channels = [np.kron(_standardized(act[:, :, k]), np.ones((factor, factor), np.uint8))[:, :, None]
+                        for k in range(min(result.count, act.shape[2]))]
             tiles.append(plot.image_grid(channels, columns=result.columns, gap=1))
             labels.append(f"{layer}  {'x'.join(map(str, act.shape))}")
         if not tiles:
