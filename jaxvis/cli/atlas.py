@@ -21,7 +21,9 @@ def _render_default(field: str):
 def add_parser(sub) -> None:
     from jaxvis.optvis import transforms
     from jaxvis.optvis.param import SPATIAL, VALID_RANGES
+    from jaxvis.optvis.presets import PRESETS
     from jaxvis.optvis.render import OPTIMIZERS, PRECISIONS
+    from jaxvis.optvis.space import SPACES
 
     d = _render_default
     atlas = sub.add_parser("atlas", help="render the filters of a layer into an atlas")
@@ -33,27 +35,32 @@ def add_parser(sub) -> None:
     )
     atlas.add_argument("--all-layers", action="store_true", help="every layer of the model")
     atlas.add_argument("--filters", default=None, help="e.g. 0-63, 3,7,9 or all (default: the first 64)")
-    atlas.add_argument("--size", type=int, default=d("size"), help="final image size in pixels")
-    atlas.add_argument("--steps", type=int, default=d("steps"), help="optimization steps per octave")
-    atlas.add_argument("--octaves", type=int, default=d("octaves"))
-    atlas.add_argument("--octave-scale", type=float, default=d("octave_scale"))
-    atlas.add_argument(
-        "--start-size", type=int, default=d("start_size"), help="size of the first octave (then x octave-scale each)"
-    )
-    atlas.add_argument(
-        "--octave-blur", type=int, default=d("octave_blur"), help="box blur kernel after each upscale (odd; 0 = none)"
-    )
-    atlas.add_argument("--param", default=d("param"), choices=sorted(SPATIAL))
+    atlas.add_argument("--preset", default=None, choices=list(PRESETS),
+                       help="a named recipe (jaxvis.optvis.presets; default lucid); render options given beside it "
+                            "replace its values")
+    atlas.add_argument("--size", type=int, default=None, help=f"final image size in pixels (lucid: {d('size')})")
+    atlas.add_argument("--steps", type=int, default=None, help=f"optimization steps per octave (lucid: {d('steps')})")
+    atlas.add_argument("--octaves", type=int, default=None, help=f"(lucid: {d('octaves')})")
+    atlas.add_argument("--octave-scale", type=float, default=None, help=f"(lucid: {d('octave_scale')})")
+    atlas.add_argument("--start-size", type=int, default=None,
+                       help="size of the first octave (then x octave-scale each)")
+    atlas.add_argument("--octave-blur", type=int, default=None,
+                       help="box blur kernel after each upscale (odd; 0 = none)")
+    atlas.add_argument("--param", default=None, choices=sorted(SPATIAL), help=f"(lucid: {d('param')})")
+    atlas.add_argument("--space", default=None, choices=list(SPACES),
+                       help=f"optimize the display image or the model's input after its preprocessing "
+                            f"(lucid: {d('space')})")
     atlas.add_argument("--no-decorrelate", action="store_true", help="optimize RGB directly")
-    atlas.add_argument("--valid-range", default=d("valid_range"), choices=sorted(VALID_RANGES))
+    atlas.add_argument("--valid-range", default=None, choices=sorted(VALID_RANGES), help=f"(lucid: {d('valid_range')})")
     atlas.add_argument("--init-range", default=None,
-                       help="uniform initial image LOW,HIGH in [0, 1] (fastai's FilterVisualizer: 0.588,0.706)")
-    atlas.add_argument("--transforms", default=d("transforms"), choices=list(transforms.NAMED))
-    atlas.add_argument("--optimizer", default=d("optimizer"), choices=list(OPTIMIZERS))
-    atlas.add_argument("--lr", type=float, default=d("learning_rate"))
-    atlas.add_argument("--weight-decay", type=float, default=d("weight_decay"))
-    atlas.add_argument("--relu-redirect-steps", type=int, default=d("relu_redirect_steps"),
-                       help="steps using lucid's redirected ReLU gradient")
+                       help="uniform initial image LOW,HIGH in display units (fastai's FilterVisualizer: 0.588,0.706)")
+    atlas.add_argument("--transforms", default=None, choices=list(transforms.NAMED), help=f"(lucid: {d('transforms')})")
+    atlas.add_argument("--optimizer", default=None, choices=list(OPTIMIZERS), help=f"(lucid: {d('optimizer')})")
+    atlas.add_argument("--lr", type=float, default=None,
+                       help=f"learning rate, in the units of --space (lucid: {d('learning_rate')})")
+    atlas.add_argument("--weight-decay", type=float, default=None, help=f"(lucid: {d('weight_decay')})")
+    atlas.add_argument("--relu-redirect-steps", type=int, default=None,
+                       help=f"steps using lucid's redirected ReLU gradient (lucid: {d('relu_redirect_steps')})")
     atlas.add_argument("--batch", type=int, default=None,
                        help=f"filters optimized together in one compiled program (default: from device memory; "
                             f"{d('batch')} on CPU)")
@@ -73,19 +80,25 @@ def add_parser(sub) -> None:
     atlas.set_defaults(run=run)
 
 
+# `jaxvis atlas` render options (argparse dest -> RenderConfig field). They default to None: an option
+# given replaces the preset's value, one not given keeps it.
+PRESET_FLAGS = {"size": "size", "steps": "steps", "octaves": "octaves", "octave_scale": "octave_scale",
+                "start_size": "start_size", "octave_blur": "octave_blur", "param": "param", "space": "space",
+                "valid_range": "valid_range", "transforms": "transforms", "optimizer": "optimizer",
+                "lr": "learning_rate", "weight_decay": "weight_decay", "relu_redirect_steps": "relu_redirect_steps"}
+
+
 def render_config(args):
-    """The `RenderConfig` the atlas options describe (validated)."""
+    """The `RenderConfig` the atlas options describe: the preset (lucid by default) with the options given."""
     from jaxvis.optvis.render import RenderConfig
 
-    init_range = pair(args.init_range, "--init-range", "LOW,HIGH in [0, 1]") if args.init_range else None
-    return RenderConfig(
-        size=args.size, steps=args.steps, octaves=args.octaves, octave_scale=args.octave_scale,
-        start_size=args.start_size, octave_blur=args.octave_blur, param=args.param,
-        decorrelate=not args.no_decorrelate, valid_range=args.valid_range, init_range=init_range,
-        transforms=args.transforms, optimizer=args.optimizer, learning_rate=args.lr,
-        weight_decay=args.weight_decay, relu_redirect_steps=args.relu_redirect_steps,
-        batch=args.batch or _render_default("batch"), seed=args.seed, precision=args.precision,
-    ).validate()
+    overrides = {field: getattr(args, dest) for dest, field in PRESET_FLAGS.items() if getattr(args, dest, None) is not None}
+    if args.init_range:
+        overrides["init_range"] = pair(args.init_range, "--init-range", "LOW,HIGH in [0, 1]")
+    if args.no_decorrelate:
+        overrides["decorrelate"] = False
+    return RenderConfig.preset(args.preset or "lucid", batch=args.batch or _render_default("batch"), seed=args.seed,
+                               precision=args.precision, **overrides)
 
 
 def run(args) -> None:

@@ -22,14 +22,22 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from jaxvis.errors import JaxvisError, unknown_name
+from jaxvis.errors import JaxvisError
 from jaxvis.models.activations import REDIRECT
 from jaxvis.models.activations import TRUE as TRUE_GRADIENT
 from jaxvis.models.spec import ModelSpec
-from jaxvis.optvis import transforms
+from jaxvis.optvis import classic, space, transforms
+from jaxvis.optvis.config import (  # noqa: F401  (re-exported: the engine's public names)
+    FINALS,
+    OCTAVE_RESIZES,
+    OCTAVE_ROUNDINGS,
+    OPTIMIZERS,
+    PRECISIONS,
+    RenderConfig,
+    RenderResult,
+)
 from jaxvis.optvis.objectives import Context, Objective, as_objective
-from jaxvis.optvis.param import SPATIAL, VALID_RANGES, ImageParam, image_param, init_uniform
-from jaxvis.optvis.param.spatial import is_7_smooth
+from jaxvis.optvis.param import ImageParam, image_param, init_uniform
 from jaxvis.optvis.sharding import batch_shardings
 
 __all__ = [
@@ -40,108 +48,29 @@ __all__ = [
 _INIT_FOLD = 2**31 - 1  # fold-in constant separating a unit's init key from its per-step keys
 
 
-def _fft_friendly(size: float) -> int:
-    """The even size >= 8 nearest to `size` with no prime factor above 7 (ties: the larger)."""
-    candidates = [n for n in range(8, 2 * int(size) + 16, 2) if is_7_smooth(n)]
-    return min(candidates, key=lambda n: (abs(n - size), -n))
+def make_param(config: RenderConfig, spec: ModelSpec | None = None) -> ImageParam:
+    """The parameterization; with `spec`, its images are display images of `config.space`
+    (without `spec`, or in the identity space, they are the optimized tensor's own images)."""
+    param = image_param(config.param, decorrelate=config.decorrelate, valid_range=config.valid_range, init_std=config.init_std)
+    if spec is None or space.is_identity(config.space, config.display_range):
+        return param
+    to_display, from_display = space.space_maps(config.space, config.display_range, spec)
+    return ImageParam(param.init, lambda params: to_display(param.to_image(params)),
+                      lambda images: param.from_image(from_display(images)))
 
 
-@dataclasses.dataclass(frozen=True)
-class RenderConfig:
-    """Everything that decides the pixels (with the model, the objective and the units).
-
-    Octaves: the image is optimized at `octave_sizes()` in turn, each `steps` steps, upscaled
-    between octaves (bicubic, then an optional box blur of `octave_blur` pixels). The defaults are
-    what `jaxvis atlas` renders with no options: lucid's recipe (FFT parameterization with
-    decorrelated colour and a sigmoid, standard transforms, Adam 0.05) over two octaves.
-    """
-
-    size: int = 128
-    steps: int = 64
-    octaves: int = 2
-    octave_scale: float = 1.2
-    start_size: int | None = None
-    octave_blur: int = 0
-    param: str = "fft"
-    decorrelate: bool = True
-    valid_range: str = "sigmoid"
-    init_std: float = 0.01
-    init_range: tuple[float, float] | None = None
-    transforms: str = "standard"
-    optimizer: str = "adam"
-    learning_rate: float = 0.05
-    weight_decay: float = 0.0
-    relu_redirect_steps: int = 16
-    batch: int = 16
-    seed: int = 0
-    precision: str = "f32"
-
-    def octave_sizes(self) -> tuple[int, ...]:
-        """Image size of each octave, ending at `size` (or starting at `start_size`), even numbers.
-
-        With the FFT parameterization, a computed size is the nearest even size whose prime factors
-        are all at most 7: a 2-D FFT of a size with a large prime factor is several times slower
-        (the default's 128 / 1.2 = 106.7 would be 106 = 2 x 53, so it is 108). `size` itself is
-        kept as given."""
-        if self.start_size is not None:
-            sizes = [self.start_size * self.octave_scale**i for i in range(self.octaves)]
-        else:
-            sizes = [self.size / self.octave_scale ** (self.octaves - 1 - i) for i in range(self.octaves)]
-        rounded = [max(8, 2 * int(round(s / 2))) for s in sizes]
-        if self.param == "fft":
-            rounded = [size if size == self.size and self.start_size is None else _fft_friendly(exact)
-                       for size, exact in zip(rounded, sizes)]
-        return tuple(rounded)
-
-    def validate(self) -> RenderConfig:
-        def require(ok, message):
-            if not ok:
-                raise JaxvisError(message)
-
-        require(isinstance(self.size, int) and 8 <= self.size <= 4096, f"size must be an integer in [8, 4096], got {self.size}")
-        require(self.param != "fft" or self.size % 2 == 0 or self.start_size is not None,
-                f"size must be even for the fft parameterization, got {self.size}")
-        require(isinstance(self.steps, int) and 1 <= self.steps <= 100_000, f"steps must be a positive integer, got {self.steps}")
-        require(isinstance(self.octaves, int) and 1 <= self.octaves <= 64, f"octaves must be in [1, 64], got {self.octaves}")
-        require(self.octave_scale >= 1.0, f"octave scale must be >= 1, got {self.octave_scale}")
-        require(self.octave_blur >= 0 and (self.octave_blur == 0 or self.octave_blur % 2 == 1),
-                f"octave blur must be 0 or an odd kernel size, got {self.octave_blur}")
-        require(isinstance(self.batch, int) and self.batch >= 1, f"batch must be a positive integer, got {self.batch}")
-        require(self.learning_rate > 0, f"learning rate must be positive, got {self.learning_rate}")
-        require(self.init_range is None or 0 <= self.init_range[0] <= self.init_range[1] <= 1,
-                f"init range must lie in [0, 1], got {self.init_range}")
-        if self.param not in SPATIAL:
-            raise unknown_name("parameterization", self.param, SPATIAL)
-        if self.valid_range not in VALID_RANGES:
-            raise unknown_name("valid range", self.valid_range, VALID_RANGES)
-        if self.transforms not in transforms.NAMED:
-            raise unknown_name("transform set", self.transforms, transforms.NAMED)
-        if self.optimizer not in OPTIMIZERS:
-            raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
-        if self.precision not in PRECISIONS:
-            raise unknown_name("precision", self.precision, PRECISIONS)
-        return self
+def _regularized(config: RenderConfig) -> bool:
+    return config.lp_norm_weight > 0 or config.tv_weight > 0
 
 
-@dataclasses.dataclass(frozen=True)
-class RenderResult:
-    images: np.ndarray  # [N, H, W, C] float32 in [0, 1]
-    scores: np.ndarray  # [N] the objective on the final, untransformed images
-    units: np.ndarray  # [N] int
-
-
-OPTIMIZERS = {
-    # Weight decay is added to the gradient before the update, as torch.optim.Adam does (fastai's FilterVisualizer).
-    "adam": lambda lr, wd: optax.chain(optax.add_decayed_weights(wd), optax.adam(lr)),
-    "sgd": lambda lr, wd: optax.chain(optax.add_decayed_weights(wd), optax.sgd(lr)),
-}
-
-
-PRECISIONS = {"f32": jnp.float32, "bf16": jnp.bfloat16}
-
-
-def make_param(config: RenderConfig) -> ImageParam:
-    return image_param(config.param, decorrelate=config.decorrelate, valid_range=config.valid_range, init_std=config.init_std)
+def _penalties(config: RenderConfig, tensor):
+    """keras-vis's weighted regularizers on the optimized tensor, per item [B]."""
+    total = jnp.zeros(tensor.shape[0], jnp.float32)
+    if config.lp_norm_weight > 0:
+        total = total + config.lp_norm_weight * classic.lp_norm(tensor, config.lp_norm_p)
+    if config.tv_weight > 0:
+        total = total + config.tv_weight * classic.total_variation(tensor, config.tv_beta)
+    return total
 
 
 def unit_keys(seed: int, units):
@@ -166,7 +95,7 @@ def _activations(spec: ModelSpec, variables, images, layers, redirect, precision
 
 @jax.jit(static_argnames=("spec", "config", "size"))
 def _init_params(keys, *, spec: ModelSpec, config: RenderConfig, size: int):
-    param = make_param(config)
+    param = make_param(config, spec)
     init_keys = jax.vmap(lambda key: jax.random.fold_in(key, _INIT_FOLD))(keys)
     if config.init_range is not None:
         low, high = config.init_range
@@ -190,8 +119,8 @@ def _optimize_octave(variables, params, units, keys, *, first_step: int, spec: M
     ReLU's backward pass, which is slower per step on CPU. `first_step` is static, which
     costs no extra compilation: each octave has its own image size anyway."""
     if upscale_to is not None:
-        params = _upscale(params, config=config, size=upscale_to)
-    param = make_param(config)
+        params = _upscale(params, config=config, spec=spec, size=upscale_to)
+    param = make_param(config, spec)
     transform = transforms.NAMED[config.transforms]
     optimizer = OPTIMIZERS[config.optimizer](config.learning_rate, config.weight_decay)
     layers = tuple(sorted(objective.layers))
@@ -201,26 +130,40 @@ def _optimize_octave(variables, params, units, keys, *, first_step: int, spec: M
         step_keys = jax.vmap(lambda key: jax.random.fold_in(key, step))(keys)
         seen = transforms.apply_batch(transform, step_keys, images)
         scores = objective(Context(_activations(spec, variables, seen, layers, redirect, config.precision), images, units))
+        if _regularized(config):
+            scores = scores - _penalties(config, make_param(config).to_image(params))
         return -jnp.sum(scores), scores
 
     def steps_with(redirect):
         def step_fn(carry, step):
-            params, opt_state = carry
-            grads, _ = jax.grad(loss, has_aux=True)(params, step, redirect)
+            params, opt_state = carry[:2]
+            if config.roll_jitter:  # keras-vis's Jitter moves the optimized image itself
+                roll_keys = jax.vmap(lambda key: jax.random.fold_in(jax.random.fold_in(key, step), _INIT_FOLD))(keys)
+                params = classic.roll(roll_keys, params, config.roll_jitter)
+            grads, scores = jax.grad(loss, has_aux=True)(params, step, redirect)
             updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), None
+            params = optax.apply_updates(params, updates)
+            if not config.keep_best:
+                return (params, opt_state), None
+            best_loss, best = carry[2:]
+            better = -scores < best_loss  # keras-vis keeps the image after the step whose loss was lowest
+            pick = lambda new, old: jnp.where(better.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+            return (params, opt_state, jnp.where(better, -scores, best_loss), jax.tree.map(pick, params, best)), None
 
         return step_fn
 
     redirected = min(max(config.relu_redirect_steps - first_step, 0), config.steps)
     carry = (params, optimizer.init(params))
+    if config.keep_best:
+        carry = carry + (jnp.full(units.shape, jnp.inf, jnp.float32), params)
     for redirect, start, stop in ((REDIRECT, 0, redirected), (TRUE_GRADIENT, redirected, config.steps)):
         if stop > start:
             steps = first_step + jnp.arange(start, stop, dtype=jnp.int32)
             carry, _ = jax.lax.scan(steps_with(redirect), carry, steps)
+    params = carry[3] if config.keep_best else carry[0]
     if finish:
-        return _finish(variables, carry[0], units, spec=spec, objective=objective, config=config)
-    return carry[0]
+        return _finish(variables, params, units, spec=spec, objective=objective, config=config)
+    return params
 
 
 def box_blur(images, kernel_size: int):
@@ -229,20 +172,27 @@ def box_blur(images, kernel_size: int):
     return jax.vmap(lambda image: transforms._separable_filter(image, kernel))(images)
 
 
-def _upscale(params, *, config: RenderConfig, size: int):
+def _upscale(params, *, config: RenderConfig, spec: ModelSpec, size: int):
     """The images of `params`, resized (bicubic) to `size`, optionally blurred, as new params
     (traced into `_optimize_octave`'s program, as `_finish` is)."""
-    param = make_param(config)
+    param = make_param(config, spec)
     images = param.to_image(params)
-    images = jax.image.resize(images, (images.shape[0], size, size, images.shape[3]), "bicubic")
+    if config.octave_resize == "opencv":
+        images = classic.resize_opencv(images, size, size)
+    else:
+        images = jax.image.resize(images, (images.shape[0], size, size, images.shape[3]), "bicubic")
     if config.octave_blur > 1:
         images = box_blur(images, config.octave_blur)
     return param.from_image(jnp.clip(images, 0.0, 1.0) if config.valid_range == "sigmoid" else images)
 
 
 def _finish(variables, params, units, *, spec: ModelSpec, objective: Objective, config: RenderConfig):
-    """Final images clipped to [0, 1] and the objective's score on them (no transforms)."""
-    images = jnp.clip(make_param(config).to_image(params), 0.0, 1.0)
+    """Final images (clipped to [0, 1], or keras-vis's standardized tensor) and the objective's
+    score on them (no transforms)."""
+    if config.final == "standardize":
+        images = classic.standardize(make_param(config).to_image(params))
+    else:
+        images = jnp.clip(make_param(config, spec).to_image(params), 0.0, 1.0)
     acts = _activations(spec, variables, images, tuple(sorted(objective.layers)), TRUE_GRADIENT, config.precision)
     return images, objective(Context(acts, images, units))
 
@@ -277,7 +227,7 @@ def render(
     Args:
       spec: the model (`jaxvis.load_model(...)`).
       objective: an `Objective`, or a string: `"layer"` (the channel given by each unit),
-        `"layer:3"` (one channel for every image); objectives compose with + and * (`jaxvis.objectives`).
+        `"layer:3"` (one channel for every image); objectives compose with + and * (`jaxvis.optvis.objectives`).
       units: one image is rendered per unit; an objective term without its own index reads the
         unit as its channel (class, neuron). Default: `range(config.batch)`.
       config: everything else that decides the pixels (`RenderConfig`); validated first.

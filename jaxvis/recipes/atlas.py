@@ -89,8 +89,12 @@ def unit_label(spec: ModelSpec, layer: str, unit: int) -> str:
 
 
 def settings(spec: ModelSpec, layer: str, config: RenderConfig) -> dict:
-    """What decides the pixels: a rerun may reuse results only if this is unchanged."""
-    return {"model": spec.name, "source": spec.source, "layer": layer, "config": dataclasses.asdict(config)}
+    """What decides the pixels: a rerun may reuse results only if this is unchanged. As JSON
+    reads it back (tuples as lists), so that it compares equal to the settings file."""
+    import json
+
+    return json.loads(json.dumps({"model": spec.name, "source": spec.source, "layer": layer, "preset": config.preset_name,
+                                  "config": dataclasses.asdict(config)}))
 
 
 def _versions() -> dict:

@@ -130,6 +130,22 @@ class DreamResult:
     losses: tuple  # per octave, float32 [steps, B]: the loss at each step (before its update)
     sizes: tuple  # per octave, (height, width)
 
+    def _repr_png_(self) -> bytes:  # notebook display (jaxvis.output.display)
+        from jaxvis.output import display
+
+        return display.png(self)
+
+    def _repr_html_(self) -> str:
+        from jaxvis.output import display
+
+        return display.html(self)
+
+    def show(self, **kwargs):
+        """Draw the result with matplotlib (`jaxvis.output.display.show`); returns the Axes."""
+        from jaxvis.output import display
+
+        return display.show(self, **kwargs)
+
 
 def octave_sizes(height: int, width: int, config: DreamConfig) -> tuple[tuple[int, int], ...]:
     """(height, width) of each octave: the photo's size times `octave_scale ** k`, at least `min_size`;

@@ -22,6 +22,12 @@ Kernel layouts: Flax kernels are HWIO, PyTorch weights OIHW; `first_conv_kernels
 input channels are flipped to RGB for display. The first conv is the first 4-D tensor (in the
 source's order, or the model's layer order for a spec) whose input channels equal the image
 channels. Note: the zoo folds BatchNorm into its convs, so a spec's kernels are the folded ones.
+
+`stored_tensors(spec)` reads the tensors of the file a model was loaded from, as that file stores
+them (seed 001's view): a PyTorch state_dict's keys (`features.0.0.weight`,
+`features.0.1.running_mean`, ...) or a Keras file's weight names (`block1_conv1/kernel:0`; a
+Keras 3 file stores no variable names: `<layer>/vars/<i>`); None when the model has no such file
+(a random init, a converted `.jaxvis` file), whose report is the converted view.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from jaxvis.output import files
 from jaxvis.output.figures import new_figure, save_figure
 
 __all__ = ["HISTOGRAMS", "TensorStats", "first_conv_kernels", "format_table", "kernel_tiles", "parameter_tensors",
-           "save_weights_report", "tensor_stats"]
+           "save_weights_report", "stored_tensors", "tensor_stats"]
 
 HISTOGRAMS = ("pages", "each", "none")
 PAGE = 16  # histograms per page (4 x 4)
@@ -108,6 +114,33 @@ def parameter_tensors(source, *, layer_order=None) -> dict[str, np.ndarray]:
     if not items:
         raise JaxvisError("the model holds no floating-point parameter tensors")
     return {name: array for _, name, array in items}
+
+
+def stored_tensors(spec: ModelSpec) -> dict[str, np.ndarray] | None:
+    """The tensors of the file `spec` was loaded from, named and shaped as stored (module docstring)."""
+    import os
+
+    path = spec.source
+    if not path or not os.path.isfile(path):
+        return None
+    lower = path.lower()
+    if lower.endswith((".h5", ".hdf5", ".keras")):
+        from jaxvis.convert.keras.file import LegacyWeights, read_keras_file
+
+        weights = read_keras_file(path).weights
+        if isinstance(weights, LegacyWeights):
+            return {name: array for arrays in weights.layers.values() for name, array in arrays}
+        return {f"{layer or group}/vars/{i}": array for group, (layer, arrays) in weights.layers.items()
+                for i, array in enumerate(arrays)}
+    if lower.endswith((".pth", ".pt", ".bin", ".safetensors")):
+        from jaxvis.convert.jaxvis_file import is_converted
+
+        if lower.endswith(".safetensors") and is_converted(path):
+            return None  # a .jaxvis-style file stores the converted tensors themselves
+        from jaxvis.convert.torch.checkpoint import load_state_dict
+
+        return load_state_dict(path)
+    return None
 
 
 def tensor_stats(tensors: Mapping[str, np.ndarray]) -> list[TensorStats]:
@@ -252,6 +285,7 @@ def save_weights_report(
     in_channels: int | None = None,
     bgr: bool | None = None,
     model: str = "",
+    view: str = "",
 ) -> dict:
     """Write `weights.csv`, `weights.json`, the histograms and `first_conv.png` under `out_dir`.
 
@@ -263,6 +297,8 @@ def save_weights_report(
         PyTorch-style names (a key ending in `.weight`).
       in_channels: the image channels the first conv reads (default: the spec's; else any).
       bgr: flip kernel input channels for display (default: the spec's preprocessing order).
+      view: recorded in the manifest: "stored" (a file's tensors as stored) or "converted"
+        (jaxvis's variables); empty when not said.
 
     Returns:
       The manifest written to `weights.json`: model, the files, and `tensors` (one record per tensor).
@@ -303,7 +339,7 @@ def save_weights_report(
         name, kernels = first
         save_figure(kernel_figure(name, kernels, bgr=bgr, model=model), out_dir / "first_conv.png")
         written["first_conv"] = "first_conv.png"
-    manifest = {"model": model, "source": spec.source if spec else "", "bins": bins, "files": written,
+    manifest = {"model": model, "source": spec.source if spec else "", "view": view, "bins": bins, "files": written,
                 "first_conv": None if first is None else {"name": first[0], "kernels": list(first[1].shape), "layout": "[out, kh, kw, in]"},
                 "tensors": [s.as_dict() for s in stats]}
     files.write_json(out_dir / "weights.json", manifest)

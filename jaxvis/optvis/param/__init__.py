@@ -7,7 +7,9 @@ Contract: an `ImageParam(init, to_image, from_image)` is a triple of pure functi
 reproduce `images` (up to the valid range), which is how octave scaling restarts at a new size.
 
 `image_param(spatial="fft", decorrelate=True, valid_range="sigmoid")` is lucid's default;
-`image_param("pixel", decorrelate=False, valid_range="offset")` is fastai FilterVisualizer's plain pixels.
+`image_param("pixel", decorrelate=False, valid_range="offset")` is fastai FilterVisualizer's plain pixels;
+`valid_range="none"` is the identity (the image is the latent itself: FilterVisualizer's and
+keras-vis's unconstrained tensor).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ SPATIAL = {"fft": spatial.fft, "pixel": spatial.pixel}
 VALID_RANGES = {
     "sigmoid": (color.sigmoid_range, color.sigmoid_range_inverse),
     "offset": (color.offset_range, color.offset_range_inverse),
+    "none": (lambda latent: latent, lambda images: images),  # unconstrained; clipped only when saved
 }
 
 
