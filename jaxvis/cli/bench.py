@@ -6,6 +6,8 @@ import json
 
 from jaxvis.cli.options import add_cache_options, add_model_options, default_of, load_model_from, number
 
+__all__ = ["add_parser", "run"]
+
 
 def add_parser(sub) -> None:
     from jaxvis.optvis.render import PRECISIONS, RenderConfig
