@@ -21,8 +21,7 @@ __all__ = ["match_weights", "variables_for_graph"]
 
 def match_weights(file: KerasFile, graph: Graph) -> dict[str, list[tuple[str, np.ndarray]]]:
     """The file's arrays per weighted layer of `graph` (raises `Misfit` when they do not line up)."""
-    return file.weights.match([node.name for node in graph.weighted],
-                              [(node.name, node.class_name) for node in graph.keras_layers()])
+    return file.weights.match([node.name for node in graph.weighted], graph.keras_layers())
 
 
 def variables_for_graph(file: KerasFile, graph: Graph, *, input_shape=None) -> dict:
