@@ -216,7 +216,19 @@ def graph_from_keras_config(model_config: Mapping) -> Graph:
     flat = _Flat()
     if class_name == "Sequential":
         name, _ = _add_sequential(flat, config, "", None)
-        return build_graph(flat.layers, name=name, sequential=True, keras_list=flat.keras_list)
-    _add_model(flat, class_name, config, "", None)
-    return build_graph(flat.layers, name=str(config.get("name", "model")),
-                       outputs=_output_names(config.get("output_layers")), keras_list=flat.keras_list)
+        graph = build_graph(flat.layers, name=name, sequential=True, keras_list=flat.keras_list)
+    else:
+        _add_model(flat, class_name, config, "", None)
+        graph = build_graph(flat.layers, name=str(config.get("name", "model")),
+                            outputs=_output_names(config.get("output_layers")), keras_list=flat.keras_list)
+    if str(model_config.get("keras_version", "3")).startswith(("1.", "2.")):
+        for node in graph.nodes:
+            if node.activation.fn in _KERAS3_ONLY_ACTIVATIONS:
+                raise JaxvisError(
+                    f"Keras layer {node.name!r} ({node.class_name}) uses Keras {model_config['keras_version']}'s "
+                    f"{node.activation.fn}, whose arithmetic differs from Keras 3's; it is not supported")
+    return graph
+
+
+# Activations whose Keras 2 definition differs (hard_sigmoid was clip(0.2 x + 0.5, 0, 1)).
+_KERAS3_ONLY_ACTIVATIONS = ("hard_sigmoid",)

@@ -376,9 +376,12 @@ class Merge:
     weight_names = ()
 
     def __call__(self, name, params, xs, impl):
-        shapes = {tuple(x.shape) for x in xs}
-        if len(shapes) != 1:
-            raise JaxvisError(f"Keras layer {name!r} ({self.kind}) gets inputs of different shapes {sorted(shapes)}")
+        try:  # Keras 3 merge layers broadcast (a squeeze-excitation's [B,1,1,C] * [B,H,W,C])
+            jnp.broadcast_shapes(*(tuple(x.shape) for x in xs))
+        except ValueError:
+            shapes = sorted({tuple(x.shape) for x in xs})
+            raise JaxvisError(f"Keras layer {name!r} ({self.kind}) gets inputs of shapes {shapes} that do not "
+                              f"broadcast") from None
         return MERGES[self.kind](xs)
 
 
