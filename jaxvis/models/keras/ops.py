@@ -26,7 +26,7 @@ from jaxvis.models import layers as conv_layers
 
 __all__ = [
     "ARITHMETIC", "Arithmetic", "BatchNorm", "Concat", "Conv", "ConvTranspose", "Crop", "Dense", "DepthwiseConv",
-    "GlobalPool", "Identity", "Input", "MERGES", "Merge", "PReLU", "Permute", "Pool", "Rescale", "Reshape", "Scale",
+    "GlobalPool", "GlobalPool1D", "Identity", "Input", "MERGES", "Merge", "PReLU", "Permute", "Pool", "Pool1D", "Rescale", "Reshape", "Scale",
     "SeparableConv", "UpSample", "ZeroPad", "pool2d",
 ]
 
@@ -285,6 +285,43 @@ class GlobalPool:
         _check_image(name, x)
         reduce = jnp.mean if self.kind == "avg" else jnp.max
         return reduce(x, axis=(1, 2), keepdims=self.keepdims)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pool1D:
+    """MaxPooling1D / AveragePooling1D on [batch, steps, channels], TensorFlow's 'same' / 'valid'."""
+
+    kind: str
+    pool_size: int
+    strides: int
+    padding: str
+
+    weight_names = ()
+
+    def __call__(self, name, params, xs, impl):
+        x = xs[0]
+        if x.ndim != 3:
+            raise JaxvisError(f"Keras layer {name!r} takes [batch, steps, channels] inputs, got shape {tuple(x.shape)}")
+        image = x[:, :, None, :]
+        pads = _spatial_padding(image.shape, self.padding, (self.pool_size, 1), (self.strides, 1))
+        return pool2d(image, self.kind, (self.pool_size, 1), (self.strides, 1), pads)[:, :, 0, :]
+
+
+@dataclasses.dataclass(frozen=True)
+class GlobalPool1D:
+    """GlobalAveragePooling1D / GlobalMaxPooling1D over the steps of [batch, steps, channels]."""
+
+    kind: str
+    keepdims: bool
+
+    weight_names = ()
+
+    def __call__(self, name, params, xs, impl):
+        x = xs[0]
+        if x.ndim != 3:
+            raise JaxvisError(f"Keras layer {name!r} takes [batch, steps, channels] inputs, got shape {tuple(x.shape)}")
+        reduce = jnp.mean if self.kind == "avg" else jnp.max
+        return reduce(x, axis=1, keepdims=self.keepdims)
 
 
 @dataclasses.dataclass(frozen=True)

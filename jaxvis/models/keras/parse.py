@@ -30,11 +30,13 @@ from jaxvis.models.keras.ops import (
     Dense,
     DepthwiseConv,
     GlobalPool,
+    GlobalPool1D,
     Identity,
     Input,
     Merge,
     Permute,
     Pool,
+    Pool1D,
     PReLU,
     Rescale,
     Reshape,
@@ -160,6 +162,33 @@ def _parse_global_pool(kind):
     def parse(layer):
         _channels_last(layer)
         return GlobalPool(kind, bool(layer.config.get("keepdims", False))), Activation()
+
+    return parse
+
+
+def _single(layer, key, default=None) -> int:
+    value = layer.config.get(key, default)
+    value = default if value is None else value
+    if isinstance(value, (list, tuple)):
+        if len(value) != 1:
+            raise _fail(layer, f"{key} must be an int, got {value!r}")
+        value = value[0]
+    return int(value)
+
+
+def _parse_pool1d(kind):
+    def parse(layer):
+        _channels_last(layer)
+        size = _single(layer, "pool_size", 2)
+        return Pool1D(kind, size, _single(layer, "strides", size), _padding(layer)), Activation()
+
+    return parse
+
+
+def _parse_global_pool1d(kind):
+    def parse(layer):
+        _channels_last(layer)
+        return GlobalPool1D(kind, bool(layer.config.get("keepdims", False))), Activation()
 
     return parse
 
@@ -400,6 +429,10 @@ _PARSERS = {
     "AveragePooling2D": _parse_pool("avg"),
     "GlobalAveragePooling2D": _parse_global_pool("avg"),
     "GlobalMaxPooling2D": _parse_global_pool("max"),
+    "MaxPooling1D": _parse_pool1d("max"),
+    "AveragePooling1D": _parse_pool1d("avg"),
+    "GlobalAveragePooling1D": _parse_global_pool1d("avg"),
+    "GlobalMaxPooling1D": _parse_global_pool1d("max"),
     "BatchNormalization": _parse_batchnorm,
     "Activation": _parse_activation_layer,
     "ReLU": _parse_relu_layer,
@@ -440,6 +473,8 @@ _PARSERS = {
 _ALIASES = {
     "Convolution2D": "Conv2D", "MaxPool2D": "MaxPooling2D", "AvgPool2D": "AveragePooling2D",
     "GlobalAvgPool2D": "GlobalAveragePooling2D", "GlobalMaxPool2D": "GlobalMaxPooling2D",
+    "MaxPool1D": "MaxPooling1D", "AvgPool1D": "AveragePooling1D", "GlobalAvgPool1D": "GlobalAveragePooling1D",
+    "GlobalMaxPool1D": "GlobalMaxPooling1D",
     "SeparableConvolution2D": "SeparableConv2D", "BatchNormalizationV1": "BatchNormalization",
     "BatchNormalizationV2": "BatchNormalization", "SyncBatchNormalization": "BatchNormalization",
     "Convolution2DTranspose": "Conv2DTranspose", "Deconvolution2D": "Conv2DTranspose", "Deconv2D": "Conv2DTranspose",

@@ -13,20 +13,21 @@ import pytest
 from keras_reference import fast_init, keras, randomize, reference, relative_error
 
 from jaxvis.models import load_model
+from jaxvis.models.spec import KERAS_TF, RAW, TORCH_IMAGENET
 
 A = keras.applications
 TOLERANCE = 1e-4
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
-# family: (constructor, input size, input range); small sizes keep the tests cheap
+# family: (constructor, input size, input range, preprocessing); small sizes keep the tests cheap
 FAMILIES = {
-    "EfficientNetB0": (A.EfficientNetB0, 32, (0.0, 255.0)),
-    "ConvNeXtTiny": (A.ConvNeXtTiny, 32, (0.0, 255.0)),
-    "ResNet50V2": (A.ResNet50V2, 32, (-1.0, 1.0)),
-    "DenseNet121": (A.DenseNet121, 32, (-2.0, 2.0)),
-    "Xception": (A.Xception, 71, (-1.0, 1.0)),
-    "NASNetMobile": (A.NASNetMobile, 32, (-1.0, 1.0)),
-    "MobileNetV3Small": (A.MobileNetV3Small, 32, (0.0, 255.0)),
+    "EfficientNetB0": (A.EfficientNetB0, 32, (0.0, 255.0), RAW),
+    "ConvNeXtTiny": (A.ConvNeXtTiny, 32, (0.0, 255.0), RAW),
+    "ResNet50V2": (A.ResNet50V2, 32, (-1.0, 1.0), KERAS_TF),
+    "DenseNet121": (A.DenseNet121, 32, (-2.0, 2.0), TORCH_IMAGENET),
+    "Xception": (A.Xception, 71, (-1.0, 1.0), KERAS_TF),
+    "NASNetMobile": (A.NASNetMobile, 32, (-1.0, 1.0), KERAS_TF),
+    "MobileNetV3Small": (A.MobileNetV3Small, 32, (0.0, 255.0), RAW),
 }
 
 
@@ -45,7 +46,7 @@ def _outer_names(model, names):
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
 def family(request, tmp_path_factory):
-    constructor, size, (low, high) = FAMILIES[request.param]
+    constructor, size, (low, high), preprocess = FAMILIES[request.param]
     keras.backend.clear_session()
     with fast_init():
         model = constructor(weights=None, input_shape=(size, size, 3))
@@ -61,13 +62,14 @@ def family(request, tmp_path_factory):
     model.save(folder / "model.h5")
     x = np.random.default_rng(0).uniform(low, high, (2, size, size, 3)).astype(np.float32)
     names = _compared(model)
-    return model, folder, x, names, reference(model, x, _outer_names(model, names))
+    return model, folder, x, names, reference(model, x, _outer_names(model, names)), preprocess
 
 
 @pytest.mark.parametrize("file", ["model.keras", "model.h5"])
 def test_family_matches_keras(family, file):
-    model, folder, x, names, want = family
+    model, folder, x, names, want, preprocess = family
     spec = load_model(folder / file)
+    assert spec.preprocess == preprocess, (model.name, spec.preprocess)
     outputs = tuple(want)
     got = jax.jit(lambda v, x: spec.module.apply(v, x, outputs=outputs))(spec.variables, jnp.asarray(x))
     errors = {name: relative_error(got[name], want[name]) for name in outputs}

@@ -87,6 +87,22 @@ def operations_model():
     return keras.Model(image, L.Conv2D(4, 1, name="head")(z), name="operations")
 
 
+def pooling_model():
+    """The 1D pooling layers on a feature map reshaped to a sequence, beside the 2D ones."""
+    image = L.Input((12, 10, 3), name="image")
+    x = L.Conv2D(8, 3, padding="same", name="conv")(image)
+    x = L.AveragePooling2D(3, strides=2, padding="same", name="avg2d")(x)  # 6 x 5
+    seq = L.Reshape((30, 8), name="to_seq")(x)
+    a = L.MaxPooling1D(3, strides=2, padding="same", name="max1d")(seq)  # 15
+    a = L.AveragePooling1D(2, padding="same", name="avg1d_same")(a)  # 8
+    b = L.AveragePooling1D(4, strides=3, name="avg1d")(seq)  # 9
+    c = L.MaxPool1D(5, name="max1d_valid")(seq)  # 6
+    pooled = [L.GlobalAveragePooling1D(name="gap1d")(a), L.GlobalMaxPooling1D(name="gmp1d")(b),
+              L.Flatten(name="flat")(L.GlobalAveragePooling1D(keepdims=True, name="gap1d_keep")(c)),
+              L.GlobalMaxPooling2D(name="gmp2d")(x)]
+    return keras.Model(image, L.Concatenate(name="cat")(pooled), name="pooling")
+
+
 def _build(fn, seed):
     keras.backend.clear_session()
     with fast_init():
@@ -126,6 +142,12 @@ def test_tutorial_layers(tmp_path, file):
 def test_operation_nodes(tmp_path):
     model = _build(operations_model, seed=4)
     x = np.random.default_rng(1).standard_normal((2, 16, 16, 3)).astype(np.float32)
+    _check(model, tmp_path, x)
+
+
+def test_pooling_variants(tmp_path):
+    model = _build(pooling_model, seed=5)
+    x = np.random.default_rng(2).standard_normal((2, 12, 10, 3)).astype(np.float32)
     _check(model, tmp_path, x)
 
 

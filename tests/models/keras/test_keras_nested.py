@@ -9,6 +9,7 @@ import pytest
 from keras_reference import fast_init, keras, randomize, relative_error
 
 from jaxvis.models import load_model
+from jaxvis.models.converted import save_converted
 
 L = keras.layers
 TOLERANCE = 1e-4
@@ -103,3 +104,13 @@ def test_inner_layers_are_named_by_path(nested):
     spec = load_model(folder / "model.keras")
     inner = [layer for layer in model.layers if isinstance(layer, keras.Model)][0]
     assert all(f"{inner.name}/{layer.name}" in spec.layer_names for layer in inner.layers)
+
+
+def test_nested_model_converts_to_a_jaxvis_file(nested, tmp_path):
+    """`jaxvis convert` keeps a nested model: the `.jaxvis` file gives the same activations."""
+    _, folder, x, names, _ = nested
+    spec = load_model(folder / "model.keras")
+    again = load_model(save_converted(spec, tmp_path / "model.jaxvis"))
+    assert again.layer_names == spec.layer_names
+    first, second = (s.module.apply(s.variables, jnp.asarray(x), outputs=tuple(names)) for s in (spec, again))
+    assert all(np.array_equal(first[name], second[name]) for name in names)
