@@ -26,8 +26,8 @@ from jaxvis.models import layers as conv_layers
 
 __all__ = [
     "ARITHMETIC", "Arithmetic", "BatchNorm", "Concat", "Conv", "ConvTranspose", "Crop", "Dense", "DepthwiseConv",
-    "GlobalPool", "GlobalPool1D", "Identity", "Input", "MERGES", "Merge", "PReLU", "Permute", "Pool", "Pool1D", "Rescale", "Reshape", "Scale",
-    "SeparableConv", "UpSample", "ZeroPad", "pool2d",
+    "GlobalPool", "GlobalPool1D", "Identity", "Input", "MERGES", "Merge", "PReLU", "Permute", "Pool", "Pool1D",
+    "Rescale", "Reshape", "Scale", "SeparableConv", "UpSample", "ZeroPad", "pool2d",
 ]
 
 
