@@ -114,3 +114,25 @@ def test_nested_model_converts_to_a_jaxvis_file(nested, tmp_path):
     assert again.layer_names == spec.layer_names
     first, second = (s.module.apply(s.variables, jnp.asarray(x), outputs=tuple(names)) for s in (spec, again))
     assert all(np.array_equal(first[name], second[name]) for name in names)
+
+
+def test_legacy_nested_group_is_split_by_weight_path():
+    """A Keras 2 `.h5` stores a nested model's weights in one group, every trainable weight before the
+    moving statistics: they are grouped by their layer path, not by position."""
+    from jaxvis.convert.keras.file import LegacyWeights, Misfit
+
+    def arrays(*names):
+        return [(name, np.full((1,), i, np.float32)) for i, name in enumerate(names)]
+
+    weights = LegacyWeights({
+        "base": arrays("conv/kernel:0", "bn/gamma:0", "bn/beta:0", "sub/conv/kernel:0", "bn/moving_mean:0",
+                       "bn/moving_variance:0"),
+        "dense": arrays("dense/kernel:0"),
+    })
+    got = weights.match(["base/conv", "base/bn", "base/sub/conv", "dense"], [])
+    assert [name for name, _ in got["base/bn"]] == ["bn/gamma:0", "bn/beta:0", "bn/moving_mean:0",
+                                                     "bn/moving_variance:0"]
+    assert [name for name, _ in got["base/sub/conv"]] == ["sub/conv/kernel:0"]
+    assert [name for name, _ in got["base/conv"]] == ["conv/kernel:0"]
+    with pytest.raises(Misfit, match="base/sub/conv"):  # weights the model does not use are named
+        weights.match(["base/conv", "base/bn", "dense"], [])
