@@ -25,9 +25,9 @@ from jaxvis.errors import JaxvisError
 from jaxvis.models import layers as conv_layers
 
 __all__ = [
-    "ARITHMETIC", "Arithmetic", "BatchNorm", "Concat", "Conv", "ConvTranspose", "Crop", "Dense", "DepthwiseConv",
-    "GlobalPool", "GlobalPool1D", "Identity", "Input", "MERGES", "Merge", "PReLU", "Permute", "Pool", "Pool1D",
-    "Rescale", "Reshape", "Scale", "SeparableConv", "UpSample", "ZeroPad", "pool2d",
+    "ARITHMETIC", "Arithmetic", "BatchNorm", "Concat", "Conv", "Conv1D", "ConvTranspose", "Crop", "Dense",
+    "DepthwiseConv", "GlobalPool", "GlobalPool1D", "Identity", "Input", "MERGES", "Merge", "PReLU", "Permute", "Pool",
+    "Pool1D", "Rescale", "Reshape", "Scale", "SeparableConv", "UpSample", "ZeroPad", "pool2d",
 ]
 
 
@@ -433,6 +433,46 @@ class Concat:
         if self.axis % rank == 0:
             raise JaxvisError(f"Keras layer {name!r} (Concatenate) concatenates on the batch axis")
         return jnp.concatenate(xs, axis=self.axis)
+
+
+@dataclasses.dataclass(frozen=True)
+class Conv1D:
+    """Conv1D on [batch, steps, channels]: kernel [k, Cin/groups, filters], bias [filters]; padding
+    'valid', 'same' (TensorFlow's) or 'causal' (dilation * (k - 1) zeros before)."""
+
+    filters: int
+    kernel_size: int
+    strides: int
+    padding: str
+    dilation: int
+    groups: int
+    use_bias: bool
+
+    @property
+    def weight_names(self):
+        return ("kernel", "bias") if self.use_bias else ("kernel",)
+
+    def weight_shapes(self, shape):
+        if shape[-1] % self.groups:
+            raise JaxvisError(f"a Conv1D with groups={self.groups} does not fit {shape[-1]} input channels")
+        shapes = {"kernel": (self.kernel_size, shape[-1] // self.groups, self.filters)}
+        return {**shapes, "bias": (self.filters,)} if self.use_bias else shapes
+
+    def __call__(self, name, params, xs, impl):
+        x = xs[0]
+        if x.ndim != 3:
+            raise JaxvisError(f"Keras layer {name!r} (Conv1D) takes [batch, steps, channels] inputs, got shape "
+                              f"{tuple(x.shape)}")
+        if self.padding == "causal":
+            pads = [(self.dilation * (self.kernel_size - 1), 0)]
+        elif self.padding == "same":
+            pads = [_same_padding(x.shape[1], self.kernel_size, self.strides, self.dilation)]
+        else:
+            pads = [(0, 0)]
+        y = lax.conv_general_dilated(x, params["kernel"], window_strides=(self.strides,), padding=pads,
+                                     rhs_dilation=(self.dilation,), dimension_numbers=("NHC", "HIO", "NHC"),
+                                     feature_group_count=self.groups)
+        return y + params["bias"] if self.use_bias else y
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,6 +25,7 @@ from jaxvis.models.keras.ops import (
     BatchNorm,
     Concat,
     Conv,
+    Conv1D,
     ConvTranspose,
     Crop,
     Dense,
@@ -174,6 +175,17 @@ def _single(layer, key, default=None) -> int:
             raise _fail(layer, f"{key} must be an int, got {value!r}")
         value = value[0]
     return int(value)
+
+
+def _parse_conv1d(layer):
+    c = layer.config
+    _channels_last(layer)
+    padding = str(c.get("padding", "valid")).lower()
+    if padding not in ("same", "valid", "causal"):
+        raise _fail(layer, f"padding {padding!r} is not supported (only 'same', 'valid' and 'causal')")
+    return Conv1D(int(c["filters"]), _single(layer, "kernel_size"), _single(layer, "strides", 1), padding,
+                  _single(layer, "dilation_rate", 1), int(c.get("groups", 1) or 1), bool(c.get("use_bias", True))), \
+        _activation(layer, c.get("activation"))
 
 
 def _parse_pool1d(kind):
@@ -429,6 +441,7 @@ _PARSERS = {
     "AveragePooling2D": _parse_pool("avg"),
     "GlobalAveragePooling2D": _parse_global_pool("avg"),
     "GlobalMaxPooling2D": _parse_global_pool("max"),
+    "Conv1D": _parse_conv1d,
     "MaxPooling1D": _parse_pool1d("max"),
     "AveragePooling1D": _parse_pool1d("avg"),
     "GlobalAveragePooling1D": _parse_global_pool1d("avg"),
@@ -473,8 +486,8 @@ _PARSERS = {
 _ALIASES = {
     "Convolution2D": "Conv2D", "MaxPool2D": "MaxPooling2D", "AvgPool2D": "AveragePooling2D",
     "GlobalAvgPool2D": "GlobalAveragePooling2D", "GlobalMaxPool2D": "GlobalMaxPooling2D",
-    "MaxPool1D": "MaxPooling1D", "AvgPool1D": "AveragePooling1D", "GlobalAvgPool1D": "GlobalAveragePooling1D",
-    "GlobalMaxPool1D": "GlobalMaxPooling1D",
+    "Convolution1D": "Conv1D", "MaxPool1D": "MaxPooling1D", "AvgPool1D": "AveragePooling1D",
+    "GlobalAvgPool1D": "GlobalAveragePooling1D", "GlobalMaxPool1D": "GlobalMaxPooling1D",
     "SeparableConvolution2D": "SeparableConv2D", "BatchNormalizationV1": "BatchNormalization",
     "BatchNormalizationV2": "BatchNormalization", "SyncBatchNormalization": "BatchNormalization",
     "Convolution2DTranspose": "Conv2DTranspose", "Deconvolution2D": "Conv2DTranspose", "Deconv2D": "Conv2DTranspose",
@@ -488,7 +501,8 @@ LAYER_WEIGHTS = {
     "Conv2D": ("kernel", "bias"), "DepthwiseConv2D": ("kernel", "bias"),
     "SeparableConv2D": ("depthwise_kernel", "pointwise_kernel", "bias"), "Dense": ("kernel", "bias"),
     "BatchNormalization": ("gamma", "beta", "moving_mean", "moving_variance"),
-    "Conv2DTranspose": ("kernel", "bias"), "LayerNormalization": ("gamma", "beta"),
+    "Conv2DTranspose": ("kernel", "bias"), "Conv1D": ("kernel", "bias"),
+    "LayerNormalization": ("gamma", "beta"),
     "GroupNormalization": ("gamma", "beta"), "PReLU": ("alpha",), "LayerScale": ("gamma",),
     "RMSNormalization": ("scale",),
     "Normalization": ("mean", "variance", "count"),

@@ -88,15 +88,18 @@ def operations_model():
 
 
 def pooling_model():
-    """The 1D pooling layers on a feature map reshaped to a sequence, beside the 2D ones."""
+    """The 1D pooling and convolution layers on a feature map reshaped to a sequence, beside the 2D ones."""
     image = L.Input((12, 10, 3), name="image")
     x = L.Conv2D(8, 3, padding="same", name="conv")(image)
     x = L.AveragePooling2D(3, strides=2, padding="same", name="avg2d")(x)  # 6 x 5
     seq = L.Reshape((30, 8), name="to_seq")(x)
-    a = L.MaxPooling1D(3, strides=2, padding="same", name="max1d")(seq)  # 15
-    a = L.AveragePooling1D(2, padding="same", name="avg1d_same")(a)  # 8
-    b = L.AveragePooling1D(4, strides=3, name="avg1d")(seq)  # 9
-    c = L.MaxPool1D(5, name="max1d_valid")(seq)  # 6
+    seq = L.Conv1D(8, 3, strides=2, padding="same", activation="relu", name="conv1d_same")(seq)  # 15
+    seq = L.Conv1D(8, 3, dilation_rate=2, padding="causal", groups=2, name="conv1d_causal")(seq)
+    seq = L.Conv1D(8, 2, use_bias=False, name="conv1d_valid")(seq)  # 14
+    a = L.MaxPooling1D(3, strides=2, padding="same", name="max1d")(seq)  # 7
+    a = L.AveragePooling1D(2, padding="same", name="avg1d_same")(a)  # 4
+    b = L.AveragePooling1D(4, strides=3, name="avg1d")(seq)  # 4
+    c = L.MaxPool1D(5, name="max1d_valid")(seq)  # 2
     pooled = [L.GlobalAveragePooling1D(name="gap1d")(a), L.GlobalMaxPooling1D(name="gmp1d")(b),
               L.Flatten(name="flat")(L.GlobalAveragePooling1D(keepdims=True, name="gap1d_keep")(c)),
               L.GlobalMaxPooling2D(name="gmp2d")(x)]
