@@ -129,10 +129,59 @@ class LegacyWeights:
     def weighted(self) -> list[str]:
         return [name for name, arrays in self.layers.items() if arrays]
 
+    def _nested(self, group: str) -> dict[str, list[tuple[str, np.ndarray]]] | None:
+        """A nested model's group split per inner layer path, or None for a plain layer's group.
+
+        A nested model's group holds all its weights, each named by its layer's path inside the model
+        and the weight (`inner_seq/conv/kernel`, `block1_conv1/kernel:0`, a Sequential's own name
+        sometimes first); Keras 2 lists every trainable weight before the non-trainable ones
+        (BatchNorm's moving statistics), so weights are grouped by path, not position.
+        """
+        arrays = self.layers[group]
+        owners = [weight.rsplit("/", 1)[0] if "/" in weight else group for weight, _ in arrays]
+        if not arrays or all(owner == group or owner.endswith("/" + group) for owner in owners):
+            return None
+        split: dict[str, list[tuple[str, np.ndarray]]] = {}
+        for owner, item in zip(owners, arrays):
+            split.setdefault(owner, []).append(item)
+        return split
+
+    def _by_name(self, wanted: Sequence[str]) -> dict[str, list[tuple[str, np.ndarray]]] | None:
+        """Arrays per wanted layer by name; a nested model's layer `outer/path` is looked up by `path`
+        (or the one weight path ending in `/path`) inside the group `outer`. None if any is missing."""
+        out, nested = {}, {}
+        for name in wanted:
+            if "/" not in name:
+                if name not in self.layers:
+                    return None
+                out[name] = self.layers[name]
+                continue
+            group, inner = name.split("/", 1)
+            if group not in nested:
+                nested[group] = self._nested(group) if group in self.layers else None
+            owners = nested[group]
+            if owners is None:
+                return None
+            found = [inner] if inner in owners else [o for o in owners if o.endswith("/" + inner)]
+            if len(found) != 1:
+                return None
+            out[name] = owners.pop(found[0])
+        leftover = [f"{group}/{owner}" for group, owners in nested.items() for owner in owners or ()]
+        if leftover:
+            raise Misfit(f"weights not used by the model: {shown(leftover)}")
+        return out
+
     def match(self, wanted: Sequence[str], layers: Sequence[tuple[str, str]]) -> dict[str, list[tuple[str, np.ndarray]]]:
         """Arrays per weighted layer (`wanted`: their names in execution order): by name, else by
         position (as Keras's `load_weights`). `layers` is unused here (see `Keras3Weights.match`)."""
         present = self.weighted
+        matched = self._by_name(wanted) if any("/" in name for name in wanted) else None
+        if matched is not None:
+            groups = {name.split("/", 1)[0] for name in wanted}
+            unused = [name for name in present if name not in groups]
+            if unused:
+                raise Misfit(f"layers not in the model: {shown(unused)}")
+            return matched
         if all(name in self.layers for name in wanted):
             unused = [name for name in present if name not in set(wanted)]
             if unused:
@@ -147,54 +196,60 @@ class LegacyWeights:
 
 @dataclasses.dataclass
 class Keras3Weights:
-    """Keras 3 layout: `{class path: (layer name or None, [array, ...])}`.
+    """Keras 3 layout: `{group path: (layer name path or None, [array, ...])}`.
 
-    A nested model's group (`layers/functional/layers/...`) is kept as one entry without arrays of
-    its own but counted as weighted, so it is reported as unused rather than silently dropped.
+    A nested model's layers (`layers/functional/layers/conv2d/vars`) are read too: their group path is
+    `functional/layers/conv2d` and their name path joins the `vars` names (`vgg16/block1_conv1`), which
+    is how a flattened graph names them.
     """
 
     layers: dict[str, tuple[str | None, list[np.ndarray]]]
-    nested: tuple[str, ...] = ()
 
     @classmethod
     def read(cls, h5, root_name: str = "layers") -> Keras3Weights:
-        layers, nested = {}, []
-        root = h5[root_name]
-        for path in root:
-            group = root[path]
-            if "vars" not in group:
-                if "layers" in group:
-                    nested.append(path)
-                continue
-            variables = group["vars"]
-            name = variables.attrs.get("name")
-            name = name.decode("utf-8") if isinstance(name, bytes) else (None if name is None else str(name))
-            keys = sorted(variables, key=lambda k: int(k) if str(k).isdigit() else 1 << 30)
-            layers[path] = (name, [_to_f32(variables[k]) for k in keys])
-        return cls(layers, tuple(nested))
+        layers: dict[str, tuple[str | None, list[np.ndarray]]] = {}
+
+        def visit(root, prefix: str, name_prefix: str | None):
+            for path in root:
+                group = root[path]
+                variables = group.get("vars")
+                name = None if variables is None else variables.attrs.get("name")
+                name = name.decode("utf-8") if isinstance(name, bytes) else (None if name is None else str(name))
+                full_name = None if name is None or name_prefix is None else name_prefix + name
+                if variables is not None and len(variables):
+                    keys = sorted(variables, key=lambda k: int(k) if str(k).isdigit() else 1 << 30)
+                    layers[prefix + path] = (full_name, [_to_f32(variables[k]) for k in keys])
+                if "layers" in group:  # a nested model
+                    visit(group["layers"], f"{prefix}{path}/layers/", None if full_name is None else full_name + "/")
+
+        visit(h5[root_name], "", "")
+        return cls(layers)
 
     @property
     def weighted(self) -> list[str]:
-        return [path for path, (_, arrays) in self.layers.items() if arrays] + [f"{p} (a nested model)" for p in self.nested]
+        return [path for path, (_, arrays) in self.layers.items() if arrays]
 
     def match(self, wanted: Sequence[str], layers: Sequence[tuple[str, str]]) -> dict[str, list[tuple[str, np.ndarray]]]:
         """Arrays per weighted layer (`wanted`: their names in execution order): by the `vars` name
         attribute, else by group name (TF-Keras 2.13+ archives), else by class path (what Keras 3's
         own loader uses), counted over `layers`: every (name, class name) in Keras's `model.layers`
-        order."""
+        order, a nested model's layers named by path (`inner/conv2d`) after the model itself."""
         by_name = {name: (path, arrays) for path, (name, arrays) in self.layers.items() if name is not None}
         if all(name in by_name for name in wanted):
             chosen = {name: by_name[name] for name in wanted}
         elif all(name in self.layers for name in wanted):
             chosen = {name: (name, self.layers[name][1]) for name in wanted}
         else:
-            counts: dict[str, int] = {}
-            paths = {}
+            counts: dict[tuple[str, str], int] = {}
+            paths: dict[str, str] = {}
             for name, class_name in layers:
+                scope = name.rpartition("/")[0]
                 base = snake_case(class_name)
-                paths[name] = base if base not in counts else f"{base}_{counts[base] + 1}"
-                counts[base] = counts.get(base, -1) + 1
-            missing = [f"{name} ({paths[name]})" for name in wanted if paths[name] not in self.layers]
+                count = counts.get((scope, base), -1) + 1
+                counts[(scope, base)] = count
+                own = base if count == 0 else f"{base}_{count}"
+                paths[name] = f"{paths[scope]}/layers/{own}" if scope else own
+            missing = [f"{name} ({paths.get(name)})" for name in wanted if paths.get(name) not in self.layers]
             if missing:
                 raise Misfit(f"no weights for layers {shown(missing)}")
             chosen = {name: (paths[name], self.layers[paths[name]][1]) for name in wanted}

@@ -79,5 +79,9 @@ _SIMPLE_ACTIVATIONS = {
     "softplus": jax.nn.softplus,
     "softsign": jax.nn.soft_sign,
     "exponential": jnp.exp,
+    "hard_sigmoid": jax.nn.hard_sigmoid,  # Keras 3: relu6(x + 3) / 6
+    "hard_silu": jax.nn.hard_silu,
+    "hard_swish": jax.nn.hard_silu,
+    "mish": jax.nn.mish,
 }
 ACTIVATIONS = ("linear", "relu", "relu6", "softmax", "leaky_relu") + tuple(_SIMPLE_ACTIVATIONS)

@@ -12,7 +12,7 @@ import functools
 from collections.abc import Sequence
 
 from jaxvis.errors import JaxvisError
-from jaxvis.models.keras.ops import Concat, Input, Merge
+from jaxvis.models.keras.ops import Arithmetic, Concat, Input, Merge
 from jaxvis.models.keras.parse import LayerConfig, Node, parse_layer
 
 __all__ = ["Graph", "build_graph", "keras_order"]
@@ -26,6 +26,7 @@ class Graph:
     nodes: tuple[Node, ...]
     outputs: tuple[str, ...]
     sequential: bool = False  # Keras 3 `model.layers` of a Sequential model leave the InputLayer out
+    keras_list: tuple[tuple[str, str], ...] | None = None  # (name, class) per model.layers, nested models too
 
     @property
     def input(self) -> Node:
@@ -49,9 +50,13 @@ class Graph:
         """The nodes that carry weights, in execution order (Keras's `load_weights` order)."""
         return tuple(node for node in self.nodes if node.op.weight_names)
 
-    def keras_layers(self) -> tuple[Node, ...]:
-        """The nodes in Keras 3's `model.layers` order (what `.weights.h5` paths are counted over)."""
-        return self.nodes[1:] if self.sequential else self.nodes
+    def keras_layers(self) -> tuple[tuple[str, str], ...]:
+        """(name, class name) in Keras 3's `model.layers` order (what `.weights.h5` paths are counted
+        over); a nested model is listed by its name, then its own layers by path (`vgg16/block1_conv1`)."""
+        if self.keras_list is not None:
+            return self.keras_list
+        nodes = self.nodes[1:] if self.sequential else self.nodes
+        return tuple((node.name, node.class_name) for node in nodes)
 
     def ancestors(self, names: Sequence[str]) -> set[str]:
         """`names` and every layer they depend on."""
@@ -65,7 +70,7 @@ class Graph:
 
 
 def build_graph(layers: Sequence[LayerConfig], *, name: str = "model", outputs: Sequence[str] | None = None,
-                sequential: bool = False) -> Graph:
+                sequential: bool = False, keras_list: Sequence[tuple[str, str]] | None = None) -> Graph:
     """Validate `layers` (one InputLayer, unique names, known inputs) and order them topologically.
 
     The order is Keras's where it is already topological (a stable topological sort), so that
@@ -86,7 +91,7 @@ def build_graph(layers: Sequence[LayerConfig], *, name: str = "model", outputs: 
             raise JaxvisError(f"Keras layer {node.name!r} takes the output of unknown layer(s) {', '.join(missing)}")
         if not node.inputs and not isinstance(node.op, Input):
             raise JaxvisError(f"Keras layer {node.name!r} ({node.class_name}) has no inputs")
-        if len(node.inputs) > 1 and not isinstance(node.op, (Merge, Concat)):
+        if len(node.inputs) > 1 and not isinstance(node.op, (Merge, Concat, Arithmetic)):
             raise JaxvisError(f"Keras layer {node.name!r} ({node.class_name}) takes {len(node.inputs)} inputs; expected one")
     # Stable topological sort (Kahn's, always taking the earliest ready node).
     order, done, pending = [], set(), list(nodes)
@@ -106,7 +111,8 @@ def build_graph(layers: Sequence[LayerConfig], *, name: str = "model", outputs: 
     for output in outputs:
         if output not in known:
             raise JaxvisError(f"Keras model {name!r} names unknown output layer {output!r}")
-    return Graph(name, tuple(order), tuple(outputs), sequential)
+    return Graph(name, tuple(order), tuple(outputs), sequential,
+                 None if keras_list is None else tuple(map(tuple, keras_list)))
 
 
 def keras_order(layers: Sequence[LayerConfig], outputs: Sequence[str]) -> list[LayerConfig]:

@@ -9,12 +9,14 @@ shapes.
 Preprocessing: a user's model gets `UNIT` (images in [0, 1], as the Keras tutorials' own models
 take them), or raw pixels (`scale=255`) when its first layer is a `Rescaling`; a file holding a
 Keras Applications model (recognized by its name and layers) and every `arch=` load get the
-architecture's own (`KERAS_CAFFE` for VGG / ResNet50, `KERAS_TF` for InceptionV3 / MobileNetV2).
+architecture's own (`KERAS_CAFFE` for VGG / ResNet50, `KERAS_TF` for InceptionV3 / MobileNetV2),
+and the other families (recognized by their Keras model name) what their `preprocess_input` does.
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 import jax
 
@@ -26,7 +28,7 @@ from jaxvis.models.keras.graph import Graph
 from jaxvis.models.keras.module import KerasGraph, logits_layer, softmax_layers
 from jaxvis.models.keras.ops import Rescale
 from jaxvis.models.keras.weights import variables_for_graph
-from jaxvis.models.spec import UNIT, ModelSpec, Preprocess
+from jaxvis.models.spec import KERAS_CAFFE, KERAS_TF, RAW, TORCH_IMAGENET, UNIT, ModelSpec, Preprocess
 
 __all__ = ["load_keras"]
 
@@ -39,7 +41,20 @@ def _image_input_shape(graph: Graph, path: str) -> tuple[int, int, int]:
     return tuple(224 if d is None else int(d) for d in shape[:2]) + (int(shape[2]),)
 
 
+# The other keras.applications families, by the model name Keras gives them: what their
+# `preprocess_input` does (EfficientNet, ConvNeXt and MobileNetV3 take 0-255 pixels and preprocess inside).
+_FAMILY_PREPROCESS = (
+    (r"resnet(101|152)", KERAS_CAFFE),
+    (r"resnet(50|101|152)v2|xception|inception_resnet_v2|nasnet_(mobile|large)|mobilenet_[0-9.]+_\d+", KERAS_TF),
+    (r"densenet(121|169|201)", TORCH_IMAGENET),
+    (r"efficientnet(b[0-7]|v2-\w+)|convnext_(tiny|small|base|large|xlarge)|MobileNetV3(Small|Large)", RAW),
+)
+
+
 def _user_preprocess(graph: Graph) -> Preprocess:
+    for pattern, preprocess in _FAMILY_PREPROCESS:
+        if re.fullmatch(pattern, graph.name):
+            return preprocess
     first = next((node for node in graph.nodes[1:] if graph.input.name in node.inputs), None)
     if first is not None and isinstance(first.op, Rescale):
         return Preprocess(scale=255.0)  # the model rescales raw pixels itself

@@ -8,8 +8,9 @@ layer gives what Keras gives, softmax included; for a layer with a softmax activ
 is `<name>/pre_softmax` (`jaxvis.models.spec.PRE_SOFTMAX`). Results equal Keras 3's inference
 (`training=False`) to float32 rounding.
 
-Variables: `{"params": {layer_name: {weight_name: array}}}` with Keras's own weight names and
-layouts, in `layer.weights` order: `kernel` [kh, kw, Cin/groups, Cout] (Conv2D), `kernel`
+Variables: `{"params": {param_key(layer_name): {weight_name: array}}}` (a nested model's layer
+`vgg16/block1_conv1` is keyed `vgg16|block1_conv1`: '/' separates keys in saved trees) with
+Keras's own weight names and layouts, in `layer.weights` order: `kernel` [kh, kw, Cin/groups, Cout] (Conv2D), `kernel`
 [kh, kw, C, multiplier] (DepthwiseConv2D), `depthwise_kernel` and `pointwise_kernel`
 (SeparableConv2D), `kernel` [in, out] (Dense), `bias`, and `gamma`, `beta`, `moving_mean`,
 `moving_variance` (BatchNormalization, inference only, all in `params`). So a converter copies a
@@ -32,7 +33,12 @@ from jaxvis.models.keras.ops import Dense
 from jaxvis.models.keras.parse import Node
 from jaxvis.models.spec import PRE_SOFTMAX
 
-__all__ = ["KerasGraph", "init_shapes", "logits_layer", "random_variables", "softmax_layers"]
+__all__ = ["KerasGraph", "init_shapes", "logits_layer", "param_key", "random_variables", "softmax_layers"]
+
+
+def param_key(layer_name: str) -> str:
+    """A layer's key in the params tree: its name, with a nested model's '/' path separators as '|'."""
+    return layer_name.replace("/", "|")
 
 
 class KerasGraph(nn.Module):
@@ -82,10 +88,10 @@ class KerasGraph(nn.Module):
     def _weights(self, node: Node, shape) -> dict:
         if self.is_initializing():
             shapes = node.op.weight_shapes(shape)
-            return self.param(node.name, lambda key: _init_weights(key, shapes))
-        if not self.has_variable("params", node.name):
+            return self.param(param_key(node.name), lambda key: _init_weights(key, shapes))
+        if not self.has_variable("params", param_key(node.name)):
             raise JaxvisError(f"the variables have no weights for Keras layer {node.name!r}")
-        return self.get_variable("params", node.name)
+        return self.get_variable("params", param_key(node.name))
 
 
 def _init_weights(key, shapes: Mapping[str, tuple[int, ...]]) -> dict:

@@ -25,9 +25,9 @@ from jaxvis.errors import JaxvisError
 from jaxvis.models import layers as conv_layers
 
 __all__ = [
-    "BatchNorm", "Concat", "Conv", "Crop", "Dense", "DepthwiseConv", "GlobalPool",
-    "Identity", "Input", "MERGES", "Merge", "Pool", "Rescale", "Reshape", "SeparableConv", "UpSample", "ZeroPad",
-    "pool2d",
+    "ARITHMETIC", "Arithmetic", "BatchNorm", "Concat", "Conv", "Conv1D", "ConvTranspose", "Crop", "Dense",
+    "DepthwiseConv", "GlobalPool", "GlobalPool1D", "Identity", "Input", "MERGES", "Merge", "PReLU", "Permute", "Pool",
+    "Pool1D", "Rescale", "Reshape", "Scale", "SeparableConv", "UpSample", "ZeroPad", "pool2d",
 ]
 
 
@@ -288,6 +288,43 @@ class GlobalPool:
 
 
 @dataclasses.dataclass(frozen=True)
+class Pool1D:
+    """MaxPooling1D / AveragePooling1D on [batch, steps, channels], TensorFlow's 'same' / 'valid'."""
+
+    kind: str
+    pool_size: int
+    strides: int
+    padding: str
+
+    weight_names = ()
+
+    def __call__(self, name, params, xs, impl):
+        x = xs[0]
+        if x.ndim != 3:
+            raise JaxvisError(f"Keras layer {name!r} takes [batch, steps, channels] inputs, got shape {tuple(x.shape)}")
+        image = x[:, :, None, :]
+        pads = _spatial_padding(image.shape, self.padding, (self.pool_size, 1), (self.strides, 1))
+        return pool2d(image, self.kind, (self.pool_size, 1), (self.strides, 1), pads)[:, :, 0, :]
+
+
+@dataclasses.dataclass(frozen=True)
+class GlobalPool1D:
+    """GlobalAveragePooling1D / GlobalMaxPooling1D over the steps of [batch, steps, channels]."""
+
+    kind: str
+    keepdims: bool
+
+    weight_names = ()
+
+    def __call__(self, name, params, xs, impl):
+        x = xs[0]
+        if x.ndim != 3:
+            raise JaxvisError(f"Keras layer {name!r} takes [batch, steps, channels] inputs, got shape {tuple(x.shape)}")
+        reduce = jnp.mean if self.kind == "avg" else jnp.max
+        return reduce(x, axis=1, keepdims=self.keepdims)
+
+
+@dataclasses.dataclass(frozen=True)
 class ZeroPad:
     padding: tuple[tuple[int, int], tuple[int, int]]
 
@@ -376,9 +413,12 @@ class Merge:
     weight_names = ()
 
     def __call__(self, name, params, xs, impl):
-        shapes = {tuple(x.shape) for x in xs}
-        if len(shapes) != 1:
-            raise JaxvisError(f"Keras layer {name!r} ({self.kind}) gets inputs of different shapes {sorted(shapes)}")
+        try:  # Keras 3 merge layers broadcast (a squeeze-excitation's [B,1,1,C] * [B,H,W,C])
+            jnp.broadcast_shapes(*(tuple(x.shape) for x in xs))
+        except ValueError:
+            shapes = sorted({tuple(x.shape) for x in xs})
+            raise JaxvisError(f"Keras layer {name!r} ({self.kind}) gets inputs of shapes {shapes} that do not "
+                              f"broadcast") from None
         return MERGES[self.kind](xs)
 
 
@@ -393,3 +433,161 @@ class Concat:
         if self.axis % rank == 0:
             raise JaxvisError(f"Keras layer {name!r} (Concatenate) concatenates on the batch axis")
         return jnp.concatenate(xs, axis=self.axis)
+
+
+@dataclasses.dataclass(frozen=True)
+class Conv1D:
+    """Conv1D on [batch, steps, channels]: kernel [k, Cin/groups, filters], bias [filters]; padding
+    'valid', 'same' (TensorFlow's) or 'causal' (dilation * (k - 1) zeros before)."""
+
+    filters: int
+    kernel_size: int
+    strides: int
+    padding: str
+    dilation: int
+    groups: int
+    use_bias: bool
+
+    @property
+    def weight_names(self):
+        return ("kernel", "bias") if self.use_bias else ("kernel",)
+
+    def weight_shapes(self, shape):
+        if shape[-1] % self.groups:
+            raise JaxvisError(f"a Conv1D with groups={self.groups} does not fit {shape[-1]} input channels")
+        shapes = {"kernel": (self.kernel_size, shape[-1] // self.groups, self.filters)}
+        return {**shapes, "bias": (self.filters,)} if self.use_bias else shapes
+
+    def __call__(self, name, params, xs, impl):
+        x = xs[0]
+        if x.ndim != 3:
+            raise JaxvisError(f"Keras layer {name!r} (Conv1D) takes [batch, steps, channels] inputs, got shape "
+                              f"{tuple(x.shape)}")
+        if self.padding == "causal":
+            pads = [(self.dilation * (self.kernel_size - 1), 0)]
+        elif self.padding == "same":
+            pads = [_same_padding(x.shape[1], self.kernel_size, self.strides, self.dilation)]
+        else:
+            pads = [(0, 0)]
+        y = lax.conv_general_dilated(x, params["kernel"], window_strides=(self.strides,), padding=pads,
+                                     rhs_dilation=(self.dilation,), dimension_numbers=("NHC", "HIO", "NHC"),
+                                     feature_group_count=self.groups)
+        return y + params["bias"] if self.use_bias else y
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvTranspose:
+    """Conv2DTranspose: kernel [kh, kw, filters, Cin] (Keras layout), bias [filters].
+
+    Keras 3's JAX arithmetic: `lax.conv_transpose(transpose_kernel=True)` with the padding of
+    `backend_utils._convert_conv_transpose_padding_args_from_keras_to_jax`.
+    """
+
+    filters: int
+    kernel_size: tuple[int, int]
+    strides: tuple[int, int]
+    padding: str
+    output_padding: tuple[int, int] | None
+    dilation: tuple[int, int]
+    use_bias: bool
+
+    @property
+    def weight_names(self):
+        return ("kernel", "bias") if self.use_bias else ("kernel",)
+
+    def weight_shapes(self, shape):
+        shapes = {"kernel": (*self.kernel_size, self.filters, shape[-1])}
+        return {**shapes, "bias": (self.filters,)} if self.use_bias else shapes
+
+    def __call__(self, name, params, xs, impl):
+        x = xs[0]
+        _check_image(name, x)
+        pads = []
+        for i in range(2):
+            k = (self.kernel_size[i] - 1) * self.dilation[i] + 1
+            s = self.strides[i]
+            out_pad = None if self.output_padding is None else self.output_padding[i]
+            if self.padding == "valid":
+                out_pad = max(k, s) - k if out_pad is None else out_pad
+                pads.append((k - 1, k - 1 + out_pad))
+            else:
+                total = s + k - 2 if out_pad is None else k + k % 2 - 2 + out_pad
+                left = min(total // 2 + total % 2, k - 1)
+                pads.append((left, total - left))
+        y = lax.conv_transpose(x, params["kernel"], self.strides, pads, rhs_dilation=self.dilation,
+                               dimension_numbers=("NHWC", "HWIO", "NHWC"), transpose_kernel=True)
+        return y + params["bias"] if self.use_bias else y
+
+
+@dataclasses.dataclass(frozen=True)
+class PReLU:
+    """PReLU: relu(x) - alpha * relu(-x); alpha shaped like the input without its batch axis, with
+    size 1 on the `shared_axes`."""
+
+    shared_axes: tuple[int, ...]
+
+    weight_names = ("alpha",)
+
+    def weight_shapes(self, shape):
+        return {"alpha": tuple(1 if i + 1 in self.shared_axes else d for i, d in enumerate(shape[1:]))}
+
+    def __call__(self, name, params, xs, impl):
+        x = xs[0]
+        return jnp.maximum(x, 0) + (-params["alpha"]) * jnp.maximum(-x, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Permute:
+    """Permute: `dims` index the input's axes after the batch axis, from 1."""
+
+    dims: tuple[int, ...]
+
+    weight_names = ()
+
+    def __call__(self, name, params, xs, impl):
+        x = xs[0]
+        if sorted(self.dims) != list(range(1, x.ndim)):
+            raise JaxvisError(f"Keras layer {name!r} (Permute) dims {self.dims} do not permute a rank-{x.ndim} input")
+        return jnp.transpose(x, (0, *self.dims))
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """ConvNeXt's LayerScale: x * gamma [projection_dim]."""
+
+    dim: int
+
+    weight_names = ("gamma",)
+
+    def weight_shapes(self, shape):
+        return {"gamma": (self.dim,)}
+
+    def __call__(self, name, params, xs, impl):
+        return xs[0] * params["gamma"]
+
+
+ARITHMETIC = {
+    "Add": jnp.add, "Subtract": jnp.subtract, "Multiply": jnp.multiply, "Divide": jnp.true_divide,
+    "TrueDivide": jnp.true_divide, "Maximum": jnp.maximum, "Minimum": jnp.minimum, "Power": jnp.power,
+    "Negative": jnp.negative, "Abs": jnp.abs, "Absolute": jnp.abs, "Square": jnp.square, "Sqrt": jnp.sqrt,
+    "Exp": jnp.exp, "Log": jnp.log, "Reciprocal": jnp.reciprocal,
+}
+_UNARY = ("Negative", "Abs", "Absolute", "Square", "Sqrt", "Exp", "Log", "Reciprocal")
+
+
+@dataclasses.dataclass(frozen=True)
+class Arithmetic:
+    """A Keras 3 functional-API operation node on tensors (`x + 3.0`, `x * y`, `ops.sqrt(x)`, saved with
+    module `keras.src.ops.numpy`): `operands` lists, in call order, None for each graph input (in
+    `Node.inputs` order) and a constant (a float or nested tuples) for each literal operand."""
+
+    kind: str  # a key of ARITHMETIC
+    operands: tuple
+
+    weight_names = ()
+
+    def __call__(self, name, params, xs, impl):
+        inputs = iter(xs)
+        values = [next(inputs) if o is None else jnp.asarray(o, xs[0].dtype) if isinstance(o, tuple) else o
+                  for o in self.operands]  # Python numbers stay weakly typed, as in Keras
+        return ARITHMETIC[self.kind](*values)

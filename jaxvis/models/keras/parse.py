@@ -3,8 +3,8 @@ input layer names) becomes a `Node` holding its op and its activation.
 
 The graph is data, never code: `parse_layer` validates every layer (an unsupported class is a
 `JaxvisError` naming its class and name; a `Lambda` is refused because it would run code from the
-file; a nested model is refused with its name). Both Keras 2 and Keras 3 spellings of a config are
-read.
+file; a nested model reaching this point unflattened is refused with its name). Both Keras 2 and
+Keras 3 spellings of a config are read.
 """
 
 from __future__ import annotations
@@ -16,27 +16,40 @@ from typing import Any, NamedTuple
 from jaxvis.convert.keras.names import snake_case
 from jaxvis.errors import JaxvisError
 from jaxvis.models.keras.activation import ACTIVATIONS, Activation
+from jaxvis.models.keras.normalization import GroupNorm, LayerNorm, Normalize, RMSNorm, UnitNorm
 from jaxvis.models.keras.ops import (
+    _UNARY,
+    ARITHMETIC,
     MERGES,
+    Arithmetic,
     BatchNorm,
     Concat,
     Conv,
+    Conv1D,
+    ConvTranspose,
     Crop,
     Dense,
     DepthwiseConv,
     GlobalPool,
+    GlobalPool1D,
     Identity,
     Input,
     Merge,
+    Permute,
     Pool,
+    Pool1D,
+    PReLU,
     Rescale,
     Reshape,
+    Scale,
     SeparableConv,
     UpSample,
     ZeroPad,
 )
+from jaxvis.models.keras.preprocessing import INTERPOLATIONS, CenterCrop, Resize
 
-__all__ = ["LAYER_WEIGHTS", "SUPPORTED_LAYERS", "LayerConfig", "Node", "parse_layer", "snake_case"]
+__all__ = ["LAYER_WEIGHTS", "SUPPORTED_LAYERS", "SUPPORTED_OPERATIONS", "LayerConfig", "Node", "parse_layer",
+           "parse_operation", "snake_case"]
 
 
 class LayerConfig(NamedTuple):
@@ -46,6 +59,8 @@ class LayerConfig(NamedTuple):
     name: str
     config: Mapping[str, Any]
     inputs: tuple[str, ...] = ()
+    module: str = ""  # Keras 3's `module` entry: `keras.src.ops.*` marks an operation node, not a layer
+    operands: tuple = ()  # an operation node's call arguments: None for a tensor, else the constant
 
 
 def _fail(layer: LayerConfig, message: str) -> JaxvisError:
@@ -152,6 +167,44 @@ def _parse_global_pool(kind):
     return parse
 
 
+def _single(layer, key, default=None) -> int:
+    value = layer.config.get(key, default)
+    value = default if value is None else value
+    if isinstance(value, (list, tuple)):
+        if len(value) != 1:
+            raise _fail(layer, f"{key} must be an int, got {value!r}")
+        value = value[0]
+    return int(value)
+
+
+def _parse_conv1d(layer):
+    c = layer.config
+    _channels_last(layer)
+    padding = str(c.get("padding", "valid")).lower()
+    if padding not in ("same", "valid", "causal"):
+        raise _fail(layer, f"padding {padding!r} is not supported (only 'same', 'valid' and 'causal')")
+    return Conv1D(int(c["filters"]), _single(layer, "kernel_size"), _single(layer, "strides", 1), padding,
+                  _single(layer, "dilation_rate", 1), int(c.get("groups", 1) or 1), bool(c.get("use_bias", True))), \
+        _activation(layer, c.get("activation"))
+
+
+def _parse_pool1d(kind):
+    def parse(layer):
+        _channels_last(layer)
+        size = _single(layer, "pool_size", 2)
+        return Pool1D(kind, size, _single(layer, "strides", size), _padding(layer)), Activation()
+
+    return parse
+
+
+def _parse_global_pool1d(kind):
+    def parse(layer):
+        _channels_last(layer)
+        return GlobalPool1D(kind, bool(layer.config.get("keepdims", False))), Activation()
+
+    return parse
+
+
 def _parse_batchnorm(layer):
     c = layer.config
     axis = c.get("axis", -1)
@@ -248,6 +301,137 @@ def _parse_identity(layer):
     return Identity(), Activation()
 
 
+def _axis_tuple(layer, default=-1) -> tuple[int, ...]:
+    axis = layer.config.get("axis", default)
+    if axis is None:
+        return ()
+    return tuple(int(a) for a in axis) if isinstance(axis, (list, tuple)) else (int(axis),)
+
+
+def _nested_floats(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_nested_floats(v) for v in value)
+    return float(value)
+
+
+def _parse_normalization(layer):
+    c = layer.config
+    mean, variance = c.get("mean"), c.get("variance")
+    if (mean is None) != (variance is None):
+        raise _fail(layer, "has a mean without a variance (or the reverse)")
+    return Normalize(_axis_tuple(layer), bool(c.get("invert", False)),
+                     None if mean is None else _nested_floats(mean),
+                     None if variance is None else _nested_floats(variance)), Activation()
+
+
+def _parse_layer_norm(layer):
+    c = layer.config
+    return LayerNorm(_axis_tuple(layer), float(c.get("epsilon", 1e-3)), bool(c.get("center", True)),
+                     bool(c.get("scale", True)), bool(c.get("rms_scaling", False))), Activation()
+
+
+def _parse_rms_norm(layer):
+    return RMSNorm(_axis_tuple(layer), float(layer.config.get("epsilon", 1e-6))), Activation()
+
+
+def _parse_group_norm(layer):
+    c = layer.config
+    return GroupNorm(int(c.get("groups", 32)), int(c.get("axis", -1)), float(c.get("epsilon", 1e-3)),
+                     bool(c.get("center", True)), bool(c.get("scale", True))), Activation()
+
+
+def _parse_unit_norm(layer):
+    return UnitNorm(_axis_tuple(layer)), Activation()
+
+
+def _parse_resizing(layer):
+    c = layer.config
+    _channels_last(layer)
+    interpolation = str(c.get("interpolation", "bilinear"))
+    if interpolation not in INTERPOLATIONS:
+        raise _fail(layer, f"interpolation {interpolation!r} is not supported; supported: {', '.join(INTERPOLATIONS)}")
+    if c.get("fill_mode", "constant") != "constant":
+        raise _fail(layer, f"fill_mode {c['fill_mode']!r} is not supported (only 'constant', as in Keras)")
+    crop, pad = bool(c.get("crop_to_aspect_ratio", False)), bool(c.get("pad_to_aspect_ratio", False))
+    if crop and pad:
+        raise _fail(layer, "crop_to_aspect_ratio and pad_to_aspect_ratio are both set")
+    return Resize(int(c["height"]), int(c["width"]), interpolation, bool(c.get("antialias", False)), crop, pad,
+                  float(c.get("fill_value", 0.0) or 0.0)), Activation()
+
+
+def _parse_center_crop(layer):
+    _channels_last(layer)
+    return CenterCrop(int(layer.config["height"]), int(layer.config["width"])), Activation()
+
+
+def _parse_augmentation(layer):
+    """A random augmentation layer: the identity at inference (Keras 3 `training=False`; RandomCrop
+    included: at inference Keras 3 returns its input unchanged)."""
+    _channels_last(layer)
+    return Identity(), Activation()
+
+
+def _parse_conv_transpose(layer):
+    c = layer.config
+    _channels_last(layer)
+    output_padding = c.get("output_padding")
+    return ConvTranspose(int(c["filters"]), _pair(layer, "kernel_size"), _pair(layer, "strides", 1), _padding(layer),
+                         None if output_padding is None else _pair(layer, "output_padding"),
+                         _pair(layer, "dilation_rate", 1), bool(c.get("use_bias", True))), \
+        _activation(layer, c.get("activation"))
+
+
+def _parse_prelu(layer):
+    shared = layer.config.get("shared_axes")
+    shared = [] if shared is None else shared if isinstance(shared, (list, tuple)) else [shared]
+    shared = tuple(int(a) for a in shared)
+    if any(a < 1 for a in shared):
+        raise _fail(layer, f"shared_axes {shared} must count from 1 (the axis after the batch)")
+    return PReLU(shared), Activation()
+
+
+def _parse_permute(layer):
+    return Permute(tuple(int(d) for d in layer.config["dims"])), Activation()
+
+
+def _parse_layer_scale(layer):
+    return Scale(int(layer.config["projection_dim"])), Activation()
+
+
+def _parse_stochastic_depth(layer):
+    return Identity(), Activation()  # drops paths only in training
+
+
+# Keras 3 operation nodes (module keras.src.ops.*) that are activations: routed through `Activation`.
+_OP_ACTIVATIONS = {"Relu": "relu", "Relu6": "relu6", "Sigmoid": "sigmoid", "Tanh": "tanh", "Silu": "silu",
+                   "Swish": "silu", "HardSigmoid": "hard_sigmoid", "HardSilu": "hard_silu", "HardSwish": "hard_silu",
+                   "Softplus": "softplus", "Elu": "elu", "Selu": "selu"}
+SUPPORTED_OPERATIONS = tuple(sorted(ARITHMETIC)) + tuple(sorted(_OP_ACTIVATIONS))
+
+
+def parse_operation(layer: LayerConfig) -> tuple[Any, Activation]:
+    """A Keras 3 operation node (`x + 3.0` in a functional model): elementwise arithmetic on the graph's
+    tensors and constant numbers, or an activation. Anything else is refused by name."""
+    kind, operands = layer.class_name, layer.operands
+    if kind in _OP_ACTIVATIONS:
+        if operands != (None,):
+            raise _fail(layer, f"operation {kind} with arguments {operands!r} is not supported (one tensor only)")
+        return Identity(), Activation(_OP_ACTIVATIONS[kind])
+    if kind not in ARITHMETIC:
+        raise _fail(layer, f"the Keras operation {layer.module}.{kind} is not supported; supported operations: "
+                           f"{', '.join(SUPPORTED_OPERATIONS)}")
+    def constant(value):
+        if isinstance(value, tuple):
+            return all(constant(v) for v in value)
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    arity = 1 if kind in _UNARY else 2
+    if (len(operands) != arity or all(o is not None for o in operands)
+            or not all(o is None or constant(o) for o in operands)):
+        raise _fail(layer, f"operation {kind} takes {arity} operand(s), at least one a tensor; got {operands!r}")
+    return Arithmetic(kind, operands), Activation()
+
+
 _PARSERS = {
     "Conv2D": _parse_conv,
     "DepthwiseConv2D": _parse_depthwise,
@@ -257,6 +441,11 @@ _PARSERS = {
     "AveragePooling2D": _parse_pool("avg"),
     "GlobalAveragePooling2D": _parse_global_pool("avg"),
     "GlobalMaxPooling2D": _parse_global_pool("max"),
+    "Conv1D": _parse_conv1d,
+    "MaxPooling1D": _parse_pool1d("max"),
+    "AveragePooling1D": _parse_pool1d("avg"),
+    "GlobalAveragePooling1D": _parse_global_pool1d("avg"),
+    "GlobalMaxPooling1D": _parse_global_pool1d("max"),
     "BatchNormalization": _parse_batchnorm,
     "Activation": _parse_activation_layer,
     "ReLU": _parse_relu_layer,
@@ -270,6 +459,24 @@ _PARSERS = {
     "Reshape": _parse_reshape,
     "Rescaling": _parse_rescaling,
     "Concatenate": _parse_concat,
+    "Normalization": _parse_normalization,
+    "LayerNormalization": _parse_layer_norm,
+    "GroupNormalization": _parse_group_norm,
+    "RMSNormalization": _parse_rms_norm,
+    "UnitNormalization": _parse_unit_norm,
+    "Resizing": _parse_resizing,
+    "CenterCrop": _parse_center_crop,
+    "Conv2DTranspose": _parse_conv_transpose,
+    "PReLU": _parse_prelu,
+    "Permute": _parse_permute,
+    "LayerScale": _parse_layer_scale,
+    "StochasticDepth": _parse_stochastic_depth,
+    **{name: _parse_augmentation for name in (
+        "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast", "RandomBrightness",
+        "RandomCrop", "RandomHeight", "RandomWidth")},
+    # a nested model's input and output, flattened into the outer graph (see `config.py`)
+    "NestedModelInput": _parse_identity,
+    "NestedModelOutput": _parse_identity,
     **{name: (lambda kind: lambda layer: (Merge(kind), Activation()))(name) for name in MERGES},
     **{name: _parse_identity for name in (
         "Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
@@ -279,8 +486,11 @@ _PARSERS = {
 _ALIASES = {
     "Convolution2D": "Conv2D", "MaxPool2D": "MaxPooling2D", "AvgPool2D": "AveragePooling2D",
     "GlobalAvgPool2D": "GlobalAveragePooling2D", "GlobalMaxPool2D": "GlobalMaxPooling2D",
+    "Convolution1D": "Conv1D", "MaxPool1D": "MaxPooling1D", "AvgPool1D": "AveragePooling1D",
+    "GlobalAvgPool1D": "GlobalAveragePooling1D", "GlobalMaxPool1D": "GlobalMaxPooling1D",
     "SeparableConvolution2D": "SeparableConv2D", "BatchNormalizationV1": "BatchNormalization",
     "BatchNormalizationV2": "BatchNormalization", "SyncBatchNormalization": "BatchNormalization",
+    "Convolution2DTranspose": "Conv2DTranspose", "Deconvolution2D": "Conv2DTranspose", "Deconv2D": "Conv2DTranspose",
 }
 SUPPORTED_LAYERS = ("InputLayer",) + tuple(sorted(_PARSERS))
 _MODEL_CLASSES = ("Sequential", "Functional", "Model")
@@ -291,6 +501,11 @@ LAYER_WEIGHTS = {
     "Conv2D": ("kernel", "bias"), "DepthwiseConv2D": ("kernel", "bias"),
     "SeparableConv2D": ("depthwise_kernel", "pointwise_kernel", "bias"), "Dense": ("kernel", "bias"),
     "BatchNormalization": ("gamma", "beta", "moving_mean", "moving_variance"),
+    "Conv2DTranspose": ("kernel", "bias"), "Conv1D": ("kernel", "bias"),
+    "LayerNormalization": ("gamma", "beta"),
+    "GroupNormalization": ("gamma", "beta"), "PReLU": ("alpha",), "LayerScale": ("gamma",),
+    "RMSNormalization": ("scale",),
+    "Normalization": ("mean", "variance", "count"),
 }
 
 
@@ -314,6 +529,9 @@ def parse_layer(layer: LayerConfig) -> Node:
         if shape is None:
             raise _fail(layer, "has no batch_shape / batch_input_shape")
         return Node(layer.name, class_name, (), Input(tuple(None if d is None else int(d) for d in shape[1:])))
+    if layer.module.startswith(("keras.src.ops", "keras.ops")):
+        op, activation = parse_operation(layer)
+        return Node(layer.name, class_name, tuple(layer.inputs), op, activation)
     if class_name in _CODE_LAYERS:
         raise JaxvisError(
             f"Keras layer {layer.name!r} is a {class_name}, which runs Python code stored in the file; "

@@ -14,15 +14,14 @@ from jaxvis.convert.keras.file import KerasFile, Misfit
 from jaxvis.convert.trees import check_against_init
 from jaxvis.errors import WeightFileError
 from jaxvis.models.keras.graph import Graph
-from jaxvis.models.keras.module import init_shapes
+from jaxvis.models.keras.module import init_shapes, param_key
 
 __all__ = ["match_weights", "variables_for_graph"]
 
 
 def match_weights(file: KerasFile, graph: Graph) -> dict[str, list[tuple[str, np.ndarray]]]:
     """The file's arrays per weighted layer of `graph` (raises `Misfit` when they do not line up)."""
-    return file.weights.match([node.name for node in graph.weighted],
-                              [(node.name, node.class_name) for node in graph.keras_layers()])
+    return file.weights.match([node.name for node in graph.weighted], graph.keras_layers())
 
 
 def variables_for_graph(file: KerasFile, graph: Graph, *, input_shape=None) -> dict:
@@ -43,5 +42,5 @@ def variables_for_graph(file: KerasFile, graph: Graph, *, input_shape=None) -> d
             raise WeightFileError(
                 f"{file.what} do not fit model {graph.name!r}: layer {node.name!r} ({node.class_name}) needs "
                 f"{len(names)} weights ({', '.join(names)}) but the file has {len(arrays)} ({found})")
-        params[node.name] = {name: array for name, (_, array) in zip(names, arrays)}
+        params[param_key(node.name)] = {name: array for name, (_, array) in zip(names, arrays)}
     return check_against_init({"params": params}, init_shapes(graph, input_shape), what=file.what)

@@ -405,13 +405,14 @@ def test_lambda_layer_is_refused_not_run(tmp_path):
     _one_line(err)
 
 
-def test_nested_model_is_refused(tmp_path):
+def test_nested_model_is_flattened(tmp_path):
+    """(Parity of nested models: test_keras_nested.py.)"""
     keras.backend.clear_session()
     inner = keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(2, 3)], name="base")
     outer = keras.Sequential([keras.Input((8, 8, 3)), inner, L.Flatten(), L.Dense(1)])
     outer.save(tmp_path / "nested.keras")
-    with pytest.raises(JaxvisError, match="'base' is a nested model"):
-        load_keras(tmp_path / "nested.keras")
+    names = load_keras(tmp_path / "nested.keras").layer_names
+    assert names == ("base/input_layer", "base/conv2d", "base", "flatten", "dense"), names
 
 
 def test_archive_config_is_read_not_executed(cats, tmp_path):
