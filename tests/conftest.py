@@ -2,10 +2,13 @@
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 sys.path.insert(0, str(Path(__file__).parent / "support"))  # reference builders: torch / Keras twins of the zoo
+# The CLI's compilation cache: one per test session (subprocesses inherit it), never the user's.
+os.environ.setdefault("JAXVIS_CACHE_DIR", tempfile.mkdtemp(prefix="jaxvis-test-cache-"))
 
 import numpy as np
 import pytest
