@@ -92,7 +92,9 @@ def render_config(args):
     """The `RenderConfig` the atlas options describe: the preset (lucid by default) with the options given."""
     from jaxvis.optvis.render import RenderConfig
 
-    overrides = {field: getattr(args, dest) for dest, field in PRESET_FLAGS.items() if getattr(args, dest, None) is not None}
+    overrides = {
+        field: getattr(args, dest) for dest, field in PRESET_FLAGS.items() if getattr(args, dest, None) is not None
+    }
     if args.init_range:
         overrides["init_range"] = pair(args.init_range, "--init-range", "LOW,HIGH in [0, 1]")
     if args.no_decorrelate:

@@ -90,7 +90,7 @@ class RenderConfig:
     preset_name: str = "lucid"
 
     @classmethod
-    def preset(cls, name: str, **overrides) -> "RenderConfig":
+    def preset(cls, name: str, **overrides) -> RenderConfig:
         """The named recipe (`jaxvis.optvis.presets.PRESETS`) with `overrides` replacing its fields."""
         from jaxvis.optvis.presets import preset
 
@@ -123,11 +123,19 @@ class RenderConfig:
             if not ok:
                 raise JaxvisError(message)
 
-        require(isinstance(self.size, int) and 8 <= self.size <= 4096, f"size must be an integer in [8, 4096], got {self.size}")
+        require(
+            isinstance(self.size, int) and 8 <= self.size <= 4096,
+            f"size must be an integer in [8, 4096], got {self.size}",
+        )
         require(self.param != "fft" or self.size % 2 == 0 or self.start_size is not None,
                 f"size must be even for the fft parameterization, got {self.size}")
-        require(isinstance(self.steps, int) and 1 <= self.steps <= 100_000, f"steps must be a positive integer, got {self.steps}")
-        require(isinstance(self.octaves, int) and 1 <= self.octaves <= 64, f"octaves must be in [1, 64], got {self.octaves}")
+        require(
+            isinstance(self.steps, int) and 1 <= self.steps <= 100_000,
+            f"steps must be a positive integer, got {self.steps}",
+        )
+        require(
+            isinstance(self.octaves, int) and 1 <= self.octaves <= 64, f"octaves must be in [1, 64], got {self.octaves}"
+        )
         require(self.octave_scale >= 1.0, f"octave scale must be >= 1, got {self.octave_scale}")
         require(self.octave_blur >= 0 and (self.octave_blur == 0 or self.octave_blur % 2 == 1),
                 f"octave blur must be 0 or an odd kernel size, got {self.octave_blur}")
@@ -157,7 +165,10 @@ class RenderConfig:
             raise unknown_name("octave resize", self.octave_resize, OCTAVE_RESIZES)
         if self.final not in FINALS:
             raise unknown_name("final image", self.final, FINALS)
-        require(isinstance(self.roll_jitter, int) and self.roll_jitter >= 0, f"roll jitter must be an integer >= 0, got {self.roll_jitter}")
+        require(
+            isinstance(self.roll_jitter, int) and self.roll_jitter >= 0,
+            f"roll jitter must be an integer >= 0, got {self.roll_jitter}",
+        )
         require(self.roll_jitter == 0 or self.param == "pixel", "roll_jitter rolls pixels: it needs param='pixel'")
         require(self.lp_norm_weight >= 0 and self.tv_weight >= 0, "regularizer weights must be >= 0")
         require(self.lp_norm_p >= 1, f"lp_norm_p must be >= 1, got {self.lp_norm_p}")

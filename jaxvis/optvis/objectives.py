@@ -53,7 +53,9 @@ class Objective:
 
     def _combine(self, other, op, symbol):
         if isinstance(other, (int, float)):
-            return Objective(lambda ctx: op(self(ctx), other), self.layers, f"({self.description} {symbol} {other})", self.indexed)
+            return Objective(
+                lambda ctx: op(self(ctx), other), self.layers, f"({self.description} {symbol} {other})", self.indexed
+            )
         other = as_objective(other)
         return Objective(
             lambda ctx: op(self(ctx), other(ctx)), self.layers | other.layers,
@@ -167,7 +169,9 @@ def l1(constant: float = 0.5) -> Objective:
 
 def l2(constant: float = 0.5) -> Objective:
     """Root mean square of image - constant per item (a penalty: subtract it)."""
-    return Objective(lambda ctx: jnp.sqrt(_per_item_mean((ctx.images - constant) ** 2) + 1e-12), frozenset(), f"l2({constant})")
+    return Objective(
+        lambda ctx: jnp.sqrt(_per_item_mean((ctx.images - constant) ** 2) + 1e-12), frozenset(), f"l2({constant})"
+    )
 
 
 def total_variation() -> Objective:

@@ -51,7 +51,9 @@ _INIT_FOLD = 2**31 - 1  # fold-in constant separating a unit's init key from its
 def make_param(config: RenderConfig, spec: ModelSpec | None = None) -> ImageParam:
     """The parameterization; with `spec`, its images are display images of `config.space`
     (without `spec`, or in the identity space, they are the optimized tensor's own images)."""
-    param = image_param(config.param, decorrelate=config.decorrelate, valid_range=config.valid_range, init_std=config.init_std)
+    param = image_param(
+        config.param, decorrelate=config.decorrelate, valid_range=config.valid_range, init_std=config.init_std
+    )
     if spec is None or space.is_identity(config.space, config.display_range):
         return param
     to_display, from_display = space.space_maps(config.space, config.display_range, spec)
@@ -129,7 +131,9 @@ def _optimize_octave(variables, params, units, keys, *, first_step: int, spec: M
         images = param.to_image(params)
         step_keys = jax.vmap(lambda key: jax.random.fold_in(key, step))(keys)
         seen = transforms.apply_batch(transform, step_keys, images)
-        scores = objective(Context(_activations(spec, variables, seen, layers, redirect, config.precision), images, units))
+        scores = objective(
+            Context(_activations(spec, variables, seen, layers, redirect, config.precision), images, units)
+        )
         if _regularized(config):
             scores = scores - _penalties(config, make_param(config).to_image(params))
         return -jnp.sum(scores), scores
@@ -209,7 +213,9 @@ def check_objective(spec: ModelSpec, objective: Objective, units: np.ndarray, si
         indices = units if index is None else np.asarray(index)
         if indices.size and (indices.min() < 0 or indices.max() >= count):
             bad = int(indices.max() if indices.max() >= count else indices.min())
-            raise JaxvisError(f"index {bad} is out of range for layer {layer!r}, which has {count} channels (0-{count - 1})")
+            raise JaxvisError(
+                f"index {bad} is out of range for layer {layer!r}, which has {count} channels (0-{count - 1})"
+            )
 
 
 def render(

@@ -18,7 +18,7 @@ tensor's units; `init_range` and every saved image are in display units.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax.numpy as jnp
 

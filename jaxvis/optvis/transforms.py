@@ -64,7 +64,9 @@ def _affine(image, cos_over_scale, sin_over_scale, *, mode: str, cval: float):
     _check_image(image)
     height, width, _ = image.shape
     cy, cx = (height - 1) / 2.0, (width - 1) / 2.0
-    yy, xx = jnp.meshgrid(jnp.arange(height, dtype=jnp.float32) - cy, jnp.arange(width, dtype=jnp.float32) - cx, indexing="ij")
+    yy, xx = jnp.meshgrid(
+        jnp.arange(height, dtype=jnp.float32) - cy, jnp.arange(width, dtype=jnp.float32) - cx, indexing="ij"
+    )
     # Inverse map, output pixel -> source position; positive angles turn counter-clockwise (OpenCV).
     src_y = cos_over_scale * yy + sin_over_scale * xx + cy
     src_x = -sin_over_scale * yy + cos_over_scale * xx + cx
@@ -76,11 +78,12 @@ def _affine(image, cos_over_scale, sin_over_scale, *, mode: str, cval: float):
 # --- one bilinear resampling for jitter + zoom + rotation (the standard set's hot path) ---------
 #
 # `jax.scipy.ndimage.map_coordinates` is exact, but its gradient is a scatter-add, which XLA runs
-# serially on CPU, at a large part of a MobileNetV2 step. `warp` gathers the four corners of each sample (corners outside the image read `cval`, as
-# after lucid's constant padding) and computes the exact transposed gradient as a gather too: each
-# image pixel sums the output pixels whose sample lands within one pixel of it, found by inverting
-# the affine map. (A reflect-padded variant is far slower in the backward pass: XLA CPU compiles
-# the gather-sum followed by the reflect-pad transpose badly.)
+# serially on CPU, at a large part of a MobileNetV2 step. `warp` gathers the four corners of each
+# sample (corners outside the image read `cval`, as after lucid's constant padding) and computes the
+# exact transposed gradient as a gather too: each image pixel sums the output pixels whose sample
+# lands within one pixel of it, found by inverting the affine map. (A reflect-padded variant is far
+# slower in the backward pass: XLA CPU compiles the gather-sum followed by the reflect-pad transpose
+# badly.)
 
 
 @jax.custom_batching.custom_vmap
@@ -202,7 +205,9 @@ def _warp_gather_gradient(m, offset, g):
         qy, qx = q0y + (tap // 4 - 1), q0x + (tap % 4 - 1)
         sy, sx = _source(qy, qx, m, offset)
         weight = jnp.where(_inside(qy, qx, height, width), _tent(sy - py) * _tent(sx - px), 0.0)
-        return grad + weight[..., None] * _gather_rows(flat, _flat_index(qy, qx, width, height)).reshape(height, width, channels)
+        return grad + weight[..., None] * _gather_rows(flat, _flat_index(qy, qx, width, height)).reshape(
+            height, width, channels
+        )
 
     return jax.lax.fori_loop(0, 16, add_tap, jnp.zeros((height, width, channels), g.dtype))
 
@@ -219,7 +224,9 @@ def warp(image, cos_over_scale, sin_over_scale, dy=0.0, dx=0.0, *, cval: float =
     _check_image(image)
     height, width, _ = image.shape
     cy, cx = (height - 1) / 2.0, (width - 1) / 2.0
-    m = jnp.stack([jnp.stack([cos_over_scale, sin_over_scale]), jnp.stack([-sin_over_scale, cos_over_scale])]).astype(jnp.float32)
+    m = jnp.stack([jnp.stack([cos_over_scale, sin_over_scale]), jnp.stack([-sin_over_scale, cos_over_scale])]).astype(
+        jnp.float32
+    )
     # out[q] = rotated[q - d]:  source = m @ (q - d - c) + c = m @ q + offset
     centre_y, centre_x = -dy - cy, -dx - cx
     offset = jnp.stack([m[0, 0] * centre_y + m[0, 1] * centre_x + cy,
@@ -258,7 +265,9 @@ def _random_affine(scales, angles_degrees, mode, jitter_before: int = 0, jitter_
 
     def apply(key, image):
         key_scale, key_angle, key_before, key_after = jax.random.split(key, 4)
-        index = jax.random.randint(key_scale, (), 0, n_scales) * n_angles + jax.random.randint(key_angle, (), 0, n_angles)
+        index = jax.random.randint(key_scale, (), 0, n_scales) * n_angles + jax.random.randint(
+            key_angle, (), 0, n_angles
+        )
         cos_s, sin_s = jnp.asarray(cos_table)[index], jnp.asarray(sin_table)[index]
         if mode != "constant":
             return _affine(image, cos_s, sin_s, mode=mode, cval=0.5)
@@ -316,7 +325,9 @@ def jitter(max_shift: int, *, mode: str = "wrap", cval: float = 0.5) -> Transfor
     return apply
 
 
-def random_scale_rotate(scales: Sequence[float], angles_degrees: Sequence[float], *, mode: str = "reflect") -> Transform:
+def random_scale_rotate(
+    scales: Sequence[float], angles_degrees: Sequence[float], *, mode: str = "reflect"
+) -> Transform:
     """Zoom and rotate in ONE resampling (one blur instead of two), each drawn uniformly."""
     return _random_affine(scales, angles_degrees, mode)
 

@@ -21,8 +21,8 @@ import base64
 import dataclasses
 import html as _html
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -75,11 +75,15 @@ def _caption(result) -> str:
     if isinstance(result, Atlas):
         manifest = result.manifest
         return f"{manifest['model']}: " + ", ".join(
-            f"{layer['layer']} ({len(layer['filters'])} filters, preset {layer.get('preset', 'lucid')})" for layer in manifest["layers"])
+            f"{layer['layer']} ({len(layer['filters'])} filters, preset {layer.get('preset', 'lucid')})"
+            for layer in manifest["layers"]
+        )
     if isinstance(result, FeatureMaps):
         return result.title or f"feature maps of {len(result.maps)} layers"
     if hasattr(result, "units") and hasattr(result, "images"):
-        return f"{len(result.units)} renders; scores " + ", ".join(f"{float(s):.3g}" for s in np.asarray(result.scores)[:16])
+        return f"{len(result.units)} renders; scores " + ", ".join(
+            f"{float(s):.3g}" for s in np.asarray(result.scores)[:16]
+        )
     if hasattr(result, "losses") and hasattr(result, "image"):
         return f"dream, {len(result.losses)} octaves"
     return ""
@@ -92,7 +96,10 @@ def picture(result) -> np.ndarray:
         return grids.image_grid(layer_grids, columns=1) if len(layer_grids) > 1 else _rgb(layer_grids[0])
     if isinstance(result, FeatureMaps):
         tiles, labels = [], []
-        spatial = {layer: (act[0] if act.ndim == 4 else act) for layer, act in ((k, np.asarray(v)) for k, v in result.maps.items())}
+        spatial = {
+            layer: (act[0] if act.ndim == 4 else act)
+            for layer, act in ((k, np.asarray(v)) for k, v in result.maps.items())
+        }
         spatial = {layer: act for layer, act in spatial.items() if act.ndim == 3}
         side = max([act.shape[0] for act in spatial.values()], default=0)
         for layer, act in spatial.items():

@@ -93,8 +93,17 @@ def settings(spec: ModelSpec, layer: str, config: RenderConfig) -> dict:
     reads it back (tuples as lists), so that it compares equal to the settings file."""
     import json
 
-    return json.loads(json.dumps({"model": spec.name, "source": spec.source, "layer": layer, "preset": config.preset_name,
-                                  "config": dataclasses.asdict(config)}))
+    return json.loads(
+        json.dumps(
+            {
+                "model": spec.name,
+                "source": spec.source,
+                "layer": layer,
+                "preset": config.preset_name,
+                "config": dataclasses.asdict(config),
+            }
+        )
+    )
 
 
 def _versions() -> dict:
@@ -136,7 +145,9 @@ def render_atlas(
     wanted = settings(spec, layer, config)
     settings_file = layer_dir / "settings.json"
     if settings_file.exists() and files.read_json(settings_file) != wanted:
-        raise JaxvisError(f"{layer_dir} holds filters rendered with other settings; choose another --out folder or delete it")
+        raise JaxvisError(
+            f"{layer_dir} holds filters rendered with other settings; choose another --out folder or delete it"
+        )
     process_id, process_count = process
     if process_id == 0:
         files.write_json(settings_file, wanted)
@@ -149,7 +160,15 @@ def render_atlas(
     start = time.perf_counter()
     with CompileClock() as clock:
         if mine:
-            render(spec, objective, mine, config, progress=progress, on_chunk=lambda r: _save_chunk(layer_dir, r), devices=devices)
+            render(
+                spec,
+                objective,
+                mine,
+                config,
+                progress=progress,
+                on_chunk=lambda r: _save_chunk(layer_dir, r),
+                devices=devices,
+            )
     elapsed = time.perf_counter() - start
     distributed.barrier(f"atlas-rendered-{layer}")
     if process_id != 0:
@@ -167,10 +186,19 @@ def render_atlas(
     grid_file = f"{layer_dirname(layer)}_grid.png"
     files.save_image(out_dir / grid_file, grids.image_grid(
         tiles, [f["label"] for f in filters], columns=grid_columns, title=f"{spec.name}  {layer}"))
-    manifest = {**wanted, "optimized": spec.scored(layer), "layer_order": list(spec.layer_names), "versions": _versions(), "grid": grid_file, "rendered": len(todo),
-                "resumed": len(units) - len(todo), "render_seconds": round(elapsed, 3),
-                "compile_seconds": round(clock.compile_seconds, 3), "cache_load_seconds": round(clock.cache_load_seconds, 3),
-                "filters": filters}
+    manifest = {
+        **wanted,
+        "optimized": spec.scored(layer),
+        "layer_order": list(spec.layer_names),
+        "versions": _versions(),
+        "grid": grid_file,
+        "rendered": len(todo),
+        "resumed": len(units) - len(todo),
+        "render_seconds": round(elapsed, 3),
+        "compile_seconds": round(clock.compile_seconds, 3),
+        "cache_load_seconds": round(clock.cache_load_seconds, 3),
+        "filters": filters,
+    }
     files.write_json(layer_dir / "manifest.json", manifest)
     write_atlas_manifest(out_dir)
     distributed.barrier(f"atlas-written-{layer}")
@@ -186,7 +214,12 @@ def write_atlas_manifest(out_dir) -> dict:
         raise JaxvisError(f"no rendered layers in {out_dir}")
     order = layers[0].get("layer_order") or []
     layers.sort(key=lambda m: (order.index(m["layer"]) if m["layer"] in order else len(order), m["layer"]))
-    atlas = {"model": layers[0]["model"], "source": layers[0]["source"], "versions": layers[-1]["versions"], "layers": layers}
+    atlas = {
+        "model": layers[0]["model"],
+        "source": layers[0]["source"],
+        "versions": layers[-1]["versions"],
+        "layers": layers,
+    }
     files.write_json(out_dir / "manifest.json", atlas)
     return atlas
 

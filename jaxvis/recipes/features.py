@@ -1,4 +1,5 @@
-"""Feature maps (as the PyTorch, MNIST and Keras feature-map posts show them): what each layer of a model computes for one image.
+"""Feature maps (as the PyTorch, MNIST and Keras feature-map posts show them): what each layer of a model
+computes for one image.
 
 Contract: `feature_maps(spec, image, layers, fit=...)` takes one image `[H, W, C]` (uint8, or float
 in [0, 1]), brings it to the network (`fit`: "resize" to the model's input size, "crop" as
@@ -13,7 +14,8 @@ settings). Two kinds of grid:
 
 * `grid="first"` (the PyTorch feature-map post): the first `count` channels (12) in rows of `columns` (4, so 3x4), one
   shared colour scale of raw activation values with a colour bar (`cmap`: viridis, or gray).
-* `grid="all"` (Chollet's Keras layer-activations notebook): every channel, `columns` (16) per row, each channel standardized
+* `grid="all"` (Chollet's Keras layer-activations notebook): every channel, `columns` (16) per row, each
+  channel standardized
   `(x - mean) / std * 64 + 128` and clipped to uint8 (a flat channel is 128), with a colour bar in
   standard deviations.
 
@@ -35,8 +37,17 @@ from jaxvis.models.spec import ModelSpec
 from jaxvis.output import files
 from jaxvis.output.figures import check_cmap, new_figure, save_figure
 
-__all__ = ["FITS", "GRIDS", "channel_grid", "feature_maps", "prepare_image", "save_feature_maps", "standardize_channels",
-           "layer_figure", "resolve_layers"]
+__all__ = [
+    "FITS",
+    "GRIDS",
+    "channel_grid",
+    "feature_maps",
+    "prepare_image",
+    "save_feature_maps",
+    "standardize_channels",
+    "layer_figure",
+    "resolve_layers",
+]
 
 FITS = ("resize", "crop", "keep")
 GRIDS = ("first", "all")
@@ -109,7 +120,9 @@ def feature_maps(spec: ModelSpec, image, layers=None, *, fit: str = "resize") ->
     except JaxvisError:
         raise
     except ValueError as error:  # e.g. an image too small for the network's strides
-        raise JaxvisError(f"{spec.name} cannot run on a {pixels.shape[0]}x{pixels.shape[1]} image: {str(error).splitlines()[0]}") from None
+        raise JaxvisError(
+            f"{spec.name} cannot run on a {pixels.shape[0]}x{pixels.shape[1]} image: {str(error).splitlines()[0]}"
+        ) from None
     order = [name for name in spec.layer_names if name in layers]
     return {name: np.asarray(acts[name][0], np.float32) for name in order}
 
@@ -123,7 +136,9 @@ def standardize_channels(act) -> np.ndarray:
     return np.clip(z * 64.0 + 128.0, 0, 255).astype(np.uint8)
 
 
-def channel_grid(act, *, columns: int = 16, count: int | None = None, gap: int = 1, standardize: bool = False) -> np.ndarray:
+def channel_grid(
+    act, *, columns: int = 16, count: int | None = None, gap: int = 1, standardize: bool = False
+) -> np.ndarray:
     """Channels of [h, w, c] side by side, `columns` per row: float32 [rows*(h+gap)-gap, ...] with
     NaN in the gaps and empty cells. `count` limits to the first channels; `standardize` applies
     `standardize_channels` first (values 0-255)."""
@@ -188,11 +203,15 @@ def layer_figure(act, layer: str, *, grid: str = "first", count: int = 12, colum
     fig = new_figure(width + 1.5, width * aspect + 1.0)
     ax = fig.add_subplot()
     colormap = _with_bad(cmap)
-    image = ax.imshow(np.ma.masked_invalid(pixels), cmap=colormap, vmin=0, vmax=255, interpolation="nearest", aspect="equal")
+    image = ax.imshow(
+        np.ma.masked_invalid(pixels), cmap=colormap, vmin=0, vmax=255, interpolation="nearest", aspect="equal"
+    )
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(f"{title}: all {act.shape[2]} channels, {columns} per row (row-major)")
-    bar = fig.colorbar(image, ax=ax, shrink=min(0.8, max(0.2, 4.0 / max(1.0, width * aspect))), ticks=[0, 64, 128, 192, 255])
+    bar = fig.colorbar(
+        image, ax=ax, shrink=min(0.8, max(0.2, 4.0 / max(1.0, width * aspect))), ticks=[0, 64, 128, 192, 255]
+    )
     bar.ax.set_yticklabels(["-2", "-1", "0", "+1", "+2"])
     bar.set_label("(x - mean) / std per channel")
     return fig
@@ -255,14 +274,25 @@ def save_feature_maps(
         stem = files.safe_name(layer)
         files.save_npy(Path(out_dir) / f"{stem}.npy", act)
         names = spec.class_names if layer == spec.logits_layer else None
-        fig = layer_figure(act, layer, grid=grid, count=count, columns=columns, cmap=cmap, model=spec.name, class_names=names)
+        fig = layer_figure(
+            act, layer, grid=grid, count=count, columns=columns, cmap=cmap, model=spec.name, class_names=names
+        )
         save_figure(fig, Path(out_dir) / f"{stem}.png")
         records.append({"layer": layer, "shape": list(act.shape), "npy": f"{stem}.npy", "png": f"{stem}.png",
                         "min": float(act.min()), "max": float(act.max()), "mean": float(act.mean())})
     files.save_image(Path(out_dir) / "input.png", pixels)
-    manifest = {"model": spec.name, "source": spec.source, "image": source, "fit": fit, "input_size": list(pixels.shape),
-                "grid": grid, "count": count, "columns": columns or (4 if grid == "first" else 16), "cmap": cmap,
-                "npy_layout": "activation of the one image, batch axis dropped: [h, w, c] (NHWC without N) or [n]",
-                "layers": records}
+    manifest = {
+        "model": spec.name,
+        "source": spec.source,
+        "image": source,
+        "fit": fit,
+        "input_size": list(pixels.shape),
+        "grid": grid,
+        "count": count,
+        "columns": columns or (4 if grid == "first" else 16),
+        "cmap": cmap,
+        "npy_layout": "activation of the one image, batch axis dropped: [h, w, c] (NHWC without N) or [n]",
+        "layers": records,
+    }
     files.write_json(Path(out_dir) / "features.json", manifest)
     return manifest

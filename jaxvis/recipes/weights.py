@@ -1,4 +1,5 @@
-"""Kernel weights (as the PyTorch / Keras weight-inspection posts show them): statistics, histograms and the first layer's kernels as pictures.
+"""Kernel weights (as the PyTorch / Keras weight-inspection posts show them): statistics, histograms and
+the first layer's kernels as pictures.
 
 Contract: `parameter_tensors(source)` flattens a model's tensors into an ordered `{name: np.ndarray}`
 from a `ModelSpec` (its variables), a Flax variables tree, or a flat `{name: array}` such as a
@@ -71,7 +72,9 @@ class TensorStats:
 
 
 def _skipped(name: str, array: np.ndarray) -> bool:
-    return name.endswith(SKIPPED_SUFFIXES) or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.complexfloating))
+    return name.endswith(SKIPPED_SUFFIXES) or not (
+        np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.complexfloating)
+    )
 
 
 def _flatten_tree(tree, prefix=()) -> list[tuple[tuple[str, ...], object]]:
@@ -95,7 +98,10 @@ def parameter_tensors(source, *, layer_order=None) -> dict[str, np.ndarray]:
         layer_order = source.layer_names if layer_order is None else layer_order
         source = source.variables
     if not isinstance(source, Mapping):
-        raise JaxvisError(f"cannot read tensors from a {type(source).__name__}; give a ModelSpec, a variables tree or a {{name: array}} dict")
+        raise JaxvisError(
+            f"cannot read tensors from a {type(source).__name__}; give a ModelSpec, a variables tree or a "
+            f"{{name: array}} dict"
+        )
     items = []
     for path, leaf in _flatten_tree(source):
         collection, rest = (path[0], path[1:]) if len(path) > 1 and path[0] in ("params", "batch_stats") else ("", path)
@@ -163,7 +169,10 @@ def format_table(stats: list[TensorStats]) -> str:
     shape_width = max([len("shape")] + [len(str(s.shape)) for s in stats])
     lines = [f"{'tensor':{width}s}  {'shape':{shape_width}s}  {'mean':>11s}  {'std':>11s}  {'min':>11s}  {'max':>11s}"]
     for s in stats:
-        lines.append(f"{s.name:{width}s}  {str(s.shape):{shape_width}s}  {s.mean:11.4e}  {s.std:11.4e}  {s.min:11.4e}  {s.max:11.4e}")
+        lines.append(
+            f"{s.name:{width}s}  {str(s.shape):{shape_width}s}  "
+            f"{s.mean:11.4e}  {s.std:11.4e}  {s.min:11.4e}  {s.max:11.4e}"
+        )
     return "\n".join(lines)
 
 
@@ -172,7 +181,9 @@ def _csv_bytes(stats: list[TensorStats]) -> bytes:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["name", "shape", "count", "mean", "std", "min", "max"])
     for s in stats:
-        writer.writerow([s.name, "x".join(map(str, s.shape)), s.count, repr(s.mean), repr(s.std), repr(s.min), repr(s.max)])
+        writer.writerow(
+            [s.name, "x".join(map(str, s.shape)), s.count, repr(s.mean), repr(s.std), repr(s.min), repr(s.max)]
+        )
     return buffer.getvalue().encode()
 
 
@@ -190,7 +201,9 @@ def first_conv_kernels(tensors: Mapping[str, np.ndarray], *, layout: str = "HWIO
         kernels = np.transpose(array, (3, 0, 1, 2)) if layout == "HWIO" else np.transpose(array, (0, 2, 3, 1))
         if in_channels is None or kernels.shape[3] == in_channels:
             return name, kernels
-    raise JaxvisError("the model has no 4-D conv kernel" + (f" with {in_channels} input channels" if in_channels else ""))
+    raise JaxvisError(
+        "the model has no 4-D conv kernel" + (f" with {in_channels} input channels" if in_channels else "")
+    )
 
 
 def kernel_tiles(kernels, *, bgr: bool = False) -> np.ndarray:
@@ -232,7 +245,10 @@ def kernel_figure(name: str, kernels, *, bgr: bool = False, columns: int | None 
             ax.imshow(tile, interpolation="nearest")
         ax.set_title(str(k), fontsize=8)
     kind = "RGB" if tiles.shape[3] == 3 else ("gray" if kernels.shape[3] == 1 else f"mean of {kernels.shape[3]} inputs")
-    fig.suptitle(f"{model}  {name}  {count} kernels {kernels.shape[1]}x{kernels.shape[2]} ({kind}, each min-max normalized)".strip())
+    fig.suptitle(
+        f"{model}  {name}  {count} kernels {kernels.shape[1]}x{kernels.shape[2]} "
+        f"({kind}, each min-max normalized)".strip()
+    )
     return fig
 
 
@@ -247,7 +263,14 @@ def _histogram(ax, name: str, array: np.ndarray, stats: TensorStats, bins: int) 
     ax.tick_params(labelsize=7)
 
 
-def histogram_pages(tensors: Mapping[str, np.ndarray], stats: list[TensorStats], *, bins: int = 50, per_page: int = PAGE, model: str = ""):
+def histogram_pages(
+    tensors: Mapping[str, np.ndarray],
+    stats: list[TensorStats],
+    *,
+    bins: int = 50,
+    per_page: int = PAGE,
+    model: str = "",
+):
     """Figures of `per_page` histograms each (4 columns), in tensor order."""
     names = list(tensors)
     pages = []
@@ -261,7 +284,10 @@ def histogram_pages(tensors: Mapping[str, np.ndarray], stats: list[TensorStats],
             _histogram(ax, name, tensors[name], s, bins)
         for ax in list(axes.flat)[len(chunk):]:
             ax.set_axis_off()
-        fig.suptitle(f"{model}  weight histograms ({bins} bins), tensors {start + 1}-{start + len(chunk)} of {len(names)}".strip())
+        fig.suptitle(
+            f"{model}  weight histograms ({bins} bins), "
+            f"tensors {start + 1}-{start + len(chunk)} of {len(names)}".strip()
+        )
         fig.tight_layout(rect=(0, 0, 1, 0.97))
         pages.append(fig)
     return pages
@@ -339,8 +365,16 @@ def save_weights_report(
         name, kernels = first
         save_figure(kernel_figure(name, kernels, bgr=bgr, model=model), out_dir / "first_conv.png")
         written["first_conv"] = "first_conv.png"
-    manifest = {"model": model, "source": spec.source if spec else "", "view": view, "bins": bins, "files": written,
-                "first_conv": None if first is None else {"name": first[0], "kernels": list(first[1].shape), "layout": "[out, kh, kw, in]"},
-                "tensors": [s.as_dict() for s in stats]}
+    manifest = {
+        "model": model,
+        "source": spec.source if spec else "",
+        "view": view,
+        "bins": bins,
+        "files": written,
+        "first_conv": None
+        if first is None
+        else {"name": first[0], "kernels": list(first[1].shape), "layout": "[out, kh, kw, in]"},
+        "tensors": [s.as_dict() for s in stats],
+    }
     files.write_json(out_dir / "weights.json", manifest)
     return manifest

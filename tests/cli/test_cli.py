@@ -7,14 +7,30 @@ import pytest
 
 from jaxvis.cli import main
 
-TINY = ["--model", "tiny_cnn", "--layer", "conv2", "--size", "32", "--steps", "6", "--octaves", "1", "--batch", "4", "--quiet"]
+TINY = [
+    "--model",
+    "tiny_cnn",
+    "--layer",
+    "conv2",
+    "--size",
+    "32",
+    "--steps",
+    "6",
+    "--octaves",
+    "1",
+    "--batch",
+    "4",
+    "--quiet",
+]
 
 
 def test_atlas_twice_with_the_same_seed_gives_identical_images(tmp_path):
     for name in ("a", "b"):
         assert main(["atlas", *TINY, "--filters", "0-5", "--out", str(tmp_path / name)]) == 0
     for i in range(6):
-        assert (tmp_path / "a" / "conv2" / f"filter_{i}.png").read_bytes() == (tmp_path / "b" / "conv2" / f"filter_{i}.png").read_bytes()
+        assert (tmp_path / "a" / "conv2" / f"filter_{i}.png").read_bytes() == (
+            tmp_path / "b" / "conv2" / f"filter_{i}.png"
+        ).read_bytes()
     assert (tmp_path / "a" / "conv2_grid.png").is_file() and (tmp_path / "a" / "manifest.json").is_file()
 
 

@@ -29,7 +29,20 @@ def test_flags_beside_a_preset_replace_its_values_and_nothing_else():
 
 
 def test_atlas_manifest_records_the_preset_and_the_full_config(tmp_path):
-    args = ["atlas", *TINY, "--preset", "keras-vis", "--size", "24", "--steps", "3", "--filters", "0-1", "--out", str(tmp_path)]
+    args = [
+        "atlas",
+        *TINY,
+        "--preset",
+        "keras-vis",
+        "--size",
+        "24",
+        "--steps",
+        "3",
+        "--filters",
+        "0-1",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(args) == 0
     layer = json.loads((tmp_path / "manifest.json").read_text())["layers"][0]
     assert layer["preset"] == "keras-vis"

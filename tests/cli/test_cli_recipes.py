@@ -27,7 +27,21 @@ def photo(tmp_path_factory, sample_photos):
 
 def test_dream_writes_the_image_and_its_record(photo, tmp_path, capsys):
     out = tmp_path / "dream.png"
-    args = ["dream", photo, *TINY, "--layers", "conv2", "--steps", "3", "--octaves=-1,0", "--tile-size", "0", "--quiet", "--out", str(out)]
+    args = [
+        "dream",
+        photo,
+        *TINY,
+        "--layers",
+        "conv2",
+        "--steps",
+        "3",
+        "--octaves=-1,0",
+        "--tile-size",
+        "0",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     assert files.load_image(out).shape == (48, 64, 3)
     record = json.loads((tmp_path / "dream.json").read_text())
@@ -47,13 +61,27 @@ def test_features_writes_npy_png_and_manifest(photo, tmp_path):
 
 def test_weights_writes_table_histograms_and_kernels(tmp_path, capsys):
     assert main(["weights", *TINY, "--out", str(tmp_path), "--bins", "20"]) == 0
-    tensors = ["conv1.kernel", "conv1.bias", "conv2.kernel", "conv2.bias", "conv3.kernel", "conv3.bias", "logits.kernel", "logits.bias"]
+    tensors = [
+        "conv1.kernel",
+        "conv1.bias",
+        "conv2.kernel",
+        "conv2.bias",
+        "conv3.kernel",
+        "conv3.bias",
+        "logits.kernel",
+        "logits.bias",
+    ]
     with open(tmp_path / "weights.csv") as f:
         assert [line.split(",")[0] for line in f.read().splitlines()[1:]] == tensors
     manifest = json.loads((tmp_path / "weights.json").read_text())
     assert manifest["bins"] == 20 and [t["name"] for t in manifest["tensors"]] == tensors
-    assert manifest["files"]["histograms"] == ["histograms_01.png"] and manifest["files"]["first_conv"] == "first_conv.png"
-    assert files.load_image(tmp_path / "histograms_01.png").ndim == 3 and files.load_image(tmp_path / "first_conv.png").ndim == 3
+    assert (
+        manifest["files"]["histograms"] == ["histograms_01.png"] and manifest["files"]["first_conv"] == "first_conv.png"
+    )
+    assert (
+        files.load_image(tmp_path / "histograms_01.png").ndim == 3
+        and files.load_image(tmp_path / "first_conv.png").ndim == 3
+    )
     out = capsys.readouterr().out
     assert all(name in out for name in tensors) and "8 tensors of tiny_cnn" in out
 
@@ -62,7 +90,9 @@ def test_weights_writes_table_histograms_and_kernels(tmp_path, capsys):
 def test_cam_writes_a_figure_per_image(photo, tmp_path, method):
     assert main(["cam", photo, *TINY, "--class", "3", "--method", method, "--out", str(tmp_path)]) == 0
     stem = f"china_{method}_class3"
-    expected = {f"{stem}.png", f"{stem}.npy", f"china_{method}.png", "cam.json"} | ({f"{stem}_gradient.png"} if method != "gradcam" else set())
+    expected = {f"{stem}.png", f"{stem}.npy", f"china_{method}.png", "cam.json"} | (
+        {f"{stem}_gradient.png"} if method != "gradcam" else set()
+    )
     assert {p.name for p in tmp_path.iterdir()} == expected
     manifest = json.loads((tmp_path / "cam.json").read_text())
     assert manifest["method"] == method and manifest["images"][0]["classes"][0]["class"] == 3

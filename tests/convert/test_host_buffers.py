@@ -9,7 +9,9 @@ import pytest
 from jaxvis.convert.host_buffers import ALIGN, aligned_copy, aligned_empty, is_aligned, read_aligned
 
 
-@pytest.mark.parametrize("shape, dtype", [((3, 5), np.float32), ((7,), np.uint8), ((2, 0, 3), np.float64), ((), np.int32)])
+@pytest.mark.parametrize(
+    "shape, dtype", [((3, 5), np.float32), ((7,), np.uint8), ((2, 0, 3), np.float64), ((), np.int32)]
+)
 def test_aligned_empty_is_aligned_and_contiguous(shape, dtype):
     for _ in range(5):  # different allocations, different raw offsets
         array = aligned_empty(shape, dtype)

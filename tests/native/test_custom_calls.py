@@ -23,7 +23,9 @@ def test_the_extension_exports_the_handlers(group):
     handlers = getattr(_core, f"{group}_ffi_handlers")()
     assert sorted(handlers) == sorted(custom_call_support.GROUPS[group]), (
         f"jaxvis._core was built without the {group} custom calls (XLA FFI headers missing at build time?)")
-    assert custom_calls.cpu_targets(group), f"the {group} custom calls did not register (or JAXVIS_NATIVE_{group.upper()}=0)"
+    assert custom_calls.cpu_targets(group), (
+        f"the {group} custom calls did not register (or JAXVIS_NATIVE_{group.upper()}=0)"
+    )
 
 
 def test_the_warp_runs_as_its_custom_call():

@@ -43,7 +43,10 @@ def test_channel_is_the_spatial_mean_of_each_items_channel():
     a = ACTS["conv"].astype(np.float64)
     close(value(obj.channel("conv")), [a[b, :, :, UNITS[b]].sum() / (5 * 6) for b in range(3)])
     close(value(obj.channel("conv", 1)), [a[b, :, :, 1].sum() / 30 for b in range(3)])
-    close(value(obj.channel("conv", np.asarray([3, 3, 0]))), [a[0, :, :, 3].mean(), a[1, :, :, 3].mean(), a[2, :, :, 0].mean()])
+    close(
+        value(obj.channel("conv", np.asarray([3, 3, 0]))),
+        [a[0, :, :, 3].mean(), a[1, :, :, 3].mean(), a[2, :, :, 0].mean()],
+    )
     close(value(obj.channel("dense", 5)), ACTS["dense"][:, 5])
 
 
@@ -126,12 +129,19 @@ def test_blur_penalty_is_the_squared_distance_to_opencvs_blur(sigma):
     close(value(obj.blur_penalty(sigma)), want, rtol=1e-4)
     # the blur is a constant (stop_gradient): d/dx mean((x - b)^2) = 2 (x - b) / n
     grad = np.asarray(jax.grad(lambda x: obj.blur_penalty(sigma)(Context({}, x, None)).sum())(jnp.asarray(IMAGES)))
-    blurred = np.stack([cv2.GaussianBlur(im, (2 * radius + 1,) * 2, sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101) for im in IMAGES])
+    blurred = np.stack(
+        [
+            cv2.GaussianBlur(im, (2 * radius + 1,) * 2, sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101)
+            for im in IMAGES
+        ]
+    )
     close(grad, 2 * (IMAGES - blurred) / IMAGES[0].size, rtol=1e-3, atol=1e-7)
 
 
 def test_combinations_add_the_values():
     a = ACTS["conv"].astype(np.float64)
     combined = 0.2 * obj.channel("conv", 1) + obj.as_objective("conv:3") - 0.5 * obj.l1() - 2
-    want = [0.2 * a[b, :, :, 1].mean() + a[b, :, :, 3].mean() - 0.5 * np.abs(IMAGES[b] - 0.5).mean() - 2 for b in range(3)]
+    want = [
+        0.2 * a[b, :, :, 1].mean() + a[b, :, :, 3].mean() - 0.5 * np.abs(IMAGES[b] - 0.5).mean() - 2 for b in range(3)
+    ]
     close(value(combined), want)

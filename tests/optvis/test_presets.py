@@ -200,13 +200,17 @@ def test_keras_vis_preset_matches_its_optimizer_and_regularizers(mobilenet_check
     for item, unit in enumerate(units):
         expected = _keras_vis_reference(spec, unit, start[item], config.steps, 48)
         diff = np.abs(result.images[item] * 255.0 - np.clip(expected, 0, 255))
-        print(f"filter {unit}: max |diff| {diff.max():.2e}, median {np.median(diff):.1e}, >1e-3 {np.mean(diff > 1e-3):.1e} (0-255 units)")
+        print(
+            f"filter {unit}: max |diff| {diff.max():.2e}, median {np.median(diff):.1e}, "
+            f">1e-3 {np.mean(diff > 1e-3):.1e} (0-255 units)"
+        )
         # float rounding at 127.5 is ~8e-6; rmsprop's first step, -g / sqrt(0.05 g^2 + 1e-7), scales
         # a small normalized gradient's rounding by up to 1 / sqrt(1e-7): hence the max bound
         assert np.median(diff) < 1e-4 and diff.max() < 0.05
         assert np.abs(expected - 255.0 * start[item]).mean() > 1.0  # the steps are ~1-4.5 units each
-    standardized = render(spec, LAYER, units, RenderConfig.preset("keras-vis", size=48, steps=8, roll_jitter=0, batch=2),
-                          progress=False)
+    standardized = render(
+        spec, LAYER, units, RenderConfig.preset("keras-vis", size=48, steps=8, roll_jitter=0, batch=2), progress=False
+    )
     for item, unit in enumerate(units):
         expected = _deprocess_input(_keras_vis_reference(spec, unit, start[item], config.steps, 48)) / 255.0
         assert np.mean(np.abs(standardized.images[item] - expected) > 1e-6) < 0.01
@@ -241,7 +245,9 @@ def test_keras_vis_class_images_are_classified_by_torch(mobilenet_checkpoint):
     spec = mobilenet(mobilenet_checkpoint)
     model = torch_mobilenet_v2.load(mobilenet_checkpoint)
     for unit, max_iter in ((20, 500), (379, 300)):
-        result = render(spec, "classifier.1", [unit], RenderConfig.preset("keras-vis", steps=max_iter, batch=1), progress=False)
+        result = render(
+            spec, "classifier.1", [unit], RenderConfig.preset("keras-vis", steps=max_iter, batch=1), progress=False
+        )
         x = torch.tensor(((result.images - MEAN) / STD).transpose(0, 3, 1, 2).copy())
         with torch.no_grad():
             logits = model(x)[0]

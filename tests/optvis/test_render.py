@@ -47,8 +47,12 @@ def test_rendering_raises_the_score_and_each_filter_prefers_its_own(spec):
         acts = np.asarray(spec.activations(result.images, ["conv3"])["conv3"]).mean(axis=(1, 2))  # [image, channel]
         own = acts[np.arange(8), np.arange(8)]
         # the images render starts from (the same init): each filter's score at least doubles
-        start_images = R.make_param(config).to_image(R._init_params(R.unit_keys(seed, range(8)), spec=spec, config=config, size=32))
-        start = np.asarray(spec.activations(start_images, ["conv3"])["conv3"]).mean(axis=(1, 2))[np.arange(8), np.arange(8)]
+        start_images = R.make_param(config).to_image(
+            R._init_params(R.unit_keys(seed, range(8)), spec=spec, config=config, size=32)
+        )
+        start = np.asarray(spec.activations(start_images, ["conv3"])["conv3"]).mean(axis=(1, 2))[
+            np.arange(8), np.arange(8)
+        ]
         assert np.all(result.scores > 2 * start + 0.05), (start, result.scores)
         np.testing.assert_allclose(result.scores, own, rtol=1e-4, atol=1e-5)
         preferred.extend(acts[:, :8].argmax(axis=0) == np.arange(8))
@@ -69,7 +73,10 @@ def test_fft_octave_sizes_avoid_large_prime_factors():
     the first octave's FFT ~3x slower); pixel sizes and the requested final size are as computed."""
     assert RenderConfig(size=128, octaves=2).octave_sizes() == (108, 128)
     assert RenderConfig(size=128, octaves=2, param="pixel").octave_sizes() == (106, 128)
-    assert RenderConfig(size=2 * 53, octaves=2).octave_sizes() == (90, 106)  # 88.3 -> 90 (88 = 8 x 11); the size asked for is kept
+    assert RenderConfig(size=2 * 53, octaves=2).octave_sizes() == (
+        90,
+        106,
+    )  # 88.3 -> 90 (88 = 8 x 11); the size asked for is kept
     for config in (RenderConfig(size=512, octaves=8), RenderConfig(start_size=56, octaves=12)):
         for size in config.octave_sizes()[:-1] if config.start_size is None else config.octave_sizes():
             odd = size
@@ -94,7 +101,9 @@ def test_gray_and_n_channel_models():
         assert result.images.shape == (2, 32, 32, channels)
 
 
-@pytest.mark.parametrize("objective,message", [("conv9", "unknown layer"), ("conv2:99", "out of range"), ("conv2:-1", "out of range")])
+@pytest.mark.parametrize(
+    "objective,message", [("conv9", "unknown layer"), ("conv2:99", "out of range"), ("conv2:-1", "out of range")]
+)
 def test_bad_objectives_are_clear_errors(spec, objective, message):
     with pytest.raises(JaxvisError, match=message):
         render(spec, objective, [0], FAST, progress=False)

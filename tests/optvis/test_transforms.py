@@ -14,7 +14,9 @@ IMAGE = np.random.default_rng(0).random((20, 26, 3), dtype=np.float32)
 
 @pytest.mark.parametrize("dy,dx", [(0, 0), (3, -5), (-7, 11), (19, 25)])
 def test_shift_wrap_is_roll(dy, dx):
-    np.testing.assert_array_equal(T.shift(jnp.asarray(IMAGE), dy, dx, mode="wrap"), np.roll(IMAGE, (dy, dx), axis=(0, 1)))
+    np.testing.assert_array_equal(
+        T.shift(jnp.asarray(IMAGE), dy, dx, mode="wrap"), np.roll(IMAGE, (dy, dx), axis=(0, 1))
+    )
 
 
 @pytest.mark.parametrize("mode,np_mode", [("reflect", "reflect"), ("constant", "constant")])
@@ -123,7 +125,9 @@ def test_native_and_jax_warps_agree_under_jit_and_nested_vmap(monkeypatch, chann
         return jax.jit(jax.value_and_grad(loss))(images)
 
     native = value_and_grad(images)
-    hlo = jax.jit(jax.value_and_grad(lambda x: jnp.sum(jax.vmap(jax.vmap(T.STANDARD))(keys, x)))).lower(images).as_text()
+    hlo = (
+        jax.jit(jax.value_and_grad(lambda x: jnp.sum(jax.vmap(jax.vmap(T.STANDARD))(keys, x)))).lower(images).as_text()
+    )
     assert "jaxvis_warp_forward" in hlo and "jaxvis_warp_backward" in hlo
     monkeypatch.setattr(T, "_use_native_warp", lambda image: False)
     pure = value_and_grad(images)

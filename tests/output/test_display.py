@@ -29,7 +29,9 @@ def _decode(data: bytes) -> np.ndarray:
 @pytest.fixture
 def render_result():
     rng = np.random.default_rng(0)
-    return RenderResult(rng.uniform(size=(3, 20, 20, 3)).astype(np.float32), np.asarray([1.0, 2.0, 3.0]), np.asarray([4, 7, 9]))
+    return RenderResult(
+        rng.uniform(size=(3, 20, 20, 3)).astype(np.float32), np.asarray([1.0, 2.0, 3.0]), np.asarray([4, 7, 9])
+    )
 
 
 def test_render_result_repr_png_is_a_grid_of_its_images(render_result):

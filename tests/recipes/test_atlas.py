@@ -52,7 +52,9 @@ def test_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path):
         a = (tmp_path / "resumed" / "conv2" / f"filter_{i}.png").read_bytes()
         b = (tmp_path / "fresh" / "conv2" / f"filter_{i}.png").read_bytes()
         assert a == b, i
-    assert (tmp_path / "resumed" / "conv2_grid.png").read_bytes() == (tmp_path / "fresh" / "conv2_grid.png").read_bytes()
+    assert (tmp_path / "resumed" / "conv2_grid.png").read_bytes() == (
+        tmp_path / "fresh" / "conv2_grid.png"
+    ).read_bytes()
 
 
 def test_other_settings_in_the_same_folder_are_refused(tmp_path):

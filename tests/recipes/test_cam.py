@@ -123,10 +123,16 @@ def cam64(spec, photos, classes, config):
 
 def test_the_reference_holds_jaxvis_weights(spec, reference):
     params = spec.variables["params"]
-    pairs = [(reference.features[0][0], params["features.0"]), (reference.features[5].conv[0][0], params["features.5"]["expand"]),
-             (reference.features[5].conv[1][0], params["features.5"]["depthwise"]), (reference.features[17].conv[2], params["features.17"]["project"])]
+    pairs = [
+        (reference.features[0][0], params["features.0"]),
+        (reference.features[5].conv[0][0], params["features.5"]["expand"]),
+        (reference.features[5].conv[1][0], params["features.5"]["depthwise"]),
+        (reference.features[17].conv[2], params["features.17"]["project"]),
+    ]
     for conv, flax in pairs:
-        np.testing.assert_array_equal(conv.weight.detach().float().numpy().transpose(2, 3, 1, 0), np.asarray(flax["kernel"]))
+        np.testing.assert_array_equal(
+            conv.weight.detach().float().numpy().transpose(2, 3, 1, 0), np.asarray(flax["kernel"])
+        )
         np.testing.assert_array_equal(conv.bias.detach().float().numpy(), np.asarray(flax["bias"]))
 
 

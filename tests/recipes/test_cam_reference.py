@@ -125,7 +125,9 @@ def paper_gradcam_plus_plus(net, images, targets):
     (0 where the denominator is 0), w_k = sum_ij alpha relu(g), map = relu(sum_k w_k A_k)."""
     acts, g = layer_and_gradients(net, images, targets)
     denominator = 2 * g**2 + acts.sum(dim=(2, 3), keepdim=True) * g**3
-    alpha = torch.where(denominator != 0, g**2 / torch.where(denominator != 0, denominator, torch.ones_like(denominator)), 0.0)
+    alpha = torch.where(
+        denominator != 0, g**2 / torch.where(denominator != 0, denominator, torch.ones_like(denominator)), 0.0
+    )
     weights = (alpha * torch.relu(g)).sum(dim=(2, 3), keepdim=True)
     return torch.relu((weights * acts).sum(dim=1)).numpy()
 
@@ -208,9 +210,17 @@ def test_smoothgrad_is_captums_saliency_averaged_over_the_noisy_copies(models, i
     saliency = Saliency(net)
     with jax.enable_x64(True):
         key = jax.random.PRNGKey(seed)
-        noises = [sigma * np.asarray(jax.random.normal(jax.random.fold_in(key, i), images.shape, np.float64)) for i in range(samples)]
-    want = np.mean([per_class(lambda t: nhwc(saliency.attribute(nchw(images + n).requires_grad_(True), target=t, abs=False)))
-                    for n in noises], axis=0)
+        noises = [
+            sigma * np.asarray(jax.random.normal(jax.random.fold_in(key, i), images.shape, np.float64))
+            for i in range(samples)
+        ]
+    want = np.mean(
+        [
+            per_class(lambda t, n=n: nhwc(saliency.attribute(nchw(images + n).requires_grad_(True), target=t, abs=False)))
+            for n in noises
+        ],
+        axis=0,
+    )
     result = run(spec, images, "smoothgrad", smooth_samples=samples, smooth_noise=sigma, seed=seed)
     assert relative_max_abs(result.raw, want) < TOLERANCE
     plain = per_class(lambda t: nhwc(saliency.attribute(nchw(images).requires_grad_(True), target=t, abs=False)))

@@ -26,7 +26,9 @@ ATLAS = ["-m", "jaxvis.cli", "atlas", "--model", "tiny_cnn", "--layer", "conv3",
 def _run(args, *, devices=1, env=None, timeout=600, wait=True):
     environment = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", **(env or {})}
     environment.pop("JAX_PLATFORMS", None)
-    process = subprocess.Popen([sys.executable, *args], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, *args], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     if not wait:
         return process
     out, err = process.communicate(timeout=timeout)
@@ -39,7 +41,10 @@ def _pixels(folder, count=16):
 
 
 def _same_files(a, b, count=16):
-    return all((a / "conv3" / f"filter_{i}.png").read_bytes() == (b / "conv3" / f"filter_{i}.png").read_bytes() for i in range(count))
+    return all(
+        (a / "conv3" / f"filter_{i}.png").read_bytes() == (b / "conv3" / f"filter_{i}.png").read_bytes()
+        for i in range(count)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +62,10 @@ def _assert_nearly_identical(images, reference_images, what):
     standard transforms since the warp is a C++ custom call on CPU (0/255 with the pure-JAX warp:
     `JAXVIS_NATIVE_WARP=0`), whose boundary changes how XLA fuses the ops around it."""
     difference = np.abs(images - reference_images)
-    print(f"largest pixel difference, {what}: {difference.max() * 255:.0f}/255 in {(difference > 0).sum()} of {difference.size} values")
+    print(
+        f"largest pixel difference, {what}: {difference.max() * 255:.0f}/255 in {(difference > 0).sum()} "
+        f"of {difference.size} values"
+    )
     assert difference.max() <= 4.5 / 255 and (difference > 0).mean() < 0.02
 
 
@@ -81,8 +89,23 @@ def _free_port():
 
 def test_two_processes_make_one_atlas_equal_to_a_single_run(reference, tmp_path):
     coordinator = f"127.0.0.1:{_free_port()}"
-    procs = [_run([*ATLAS, "--out", str(tmp_path), "--coordinator", coordinator, "--num-processes", "2", "--process-id", str(i)],
-                  wait=False) for i in range(2)]
+    procs = [
+        _run(
+            [
+                *ATLAS,
+                "--out",
+                str(tmp_path),
+                "--coordinator",
+                coordinator,
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ],
+            wait=False,
+        )
+        for i in range(2)
+    ]
     for p in procs:
         out, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-2000:]
@@ -139,7 +162,10 @@ def test_unreachable_coordinator_is_a_clear_error(tmp_path):
 
 def test_importing_jaxvis_leaves_the_backend_uninitialized():
     # jax.distributed.initialize must come before any backend use, so no module may touch one at import.
-    code = ("import jax._src.xla_bridge as xb\n"
-            "import jaxvis.cli, jaxvis.recipes.atlas, jaxvis.optvis.render, jaxvis.models, jaxvis.optvis.transforms, jaxvis.optvis.objectives\n"
-            "assert not xb._backends, 'a jaxvis import initialized a JAX backend'\n")
+    code = (
+        "import jax._src.xla_bridge as xb\n"
+        "import jaxvis.cli, jaxvis.recipes.atlas, jaxvis.optvis.render, jaxvis.models, jaxvis.optvis.transforms\n"
+        "import jaxvis.optvis.objectives\n"
+        "assert not xb._backends, 'a jaxvis import initialized a JAX backend'\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

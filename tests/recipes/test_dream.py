@@ -39,7 +39,9 @@ def test_large_photo_goes_through_tiles_and_the_loss_rises_in_every_octave(spec,
 
 
 def test_tiled_and_untiled_agree(spec, sample_photos):
-    photos = np.stack([cv2.resize(p, (224, 352), interpolation=cv2.INTER_AREA) for p in sample_photos])  # float32 [2,352,224,3]
+    photos = np.stack(
+        [cv2.resize(p, (224, 352), interpolation=cv2.INTER_AREA) for p in sample_photos]
+    )  # float32 [2,352,224,3]
     common = dict(steps=1, step_size=0.02, octave_power_factors=(0,))
     tiled_config = DreamConfig(**common, tile_size=128, tile_overlap=96)
     assert len(tile_plan(352, 224, tiled_config)[0]) == 3

@@ -63,13 +63,18 @@ def test_top_example_is_the_true_maximum(atlas, photos, layer):
     manifest = dataset_examples(spec, layer, None, photos, atlas, top=3, size=SIZE, batch=3, progress=False)
     paths, images, acts = brute_force(spec, layer, photos)
     n, h, w, _ = acts.shape
-    assert manifest["examples_settings"]["count"] == len(paths) == 8 and manifest["examples_settings"]["map_shape"] == [h, w]
+    assert manifest["examples_settings"]["count"] == len(paths) == 8 and manifest["examples_settings"]["map_shape"] == [
+        h,
+        w,
+    ]
     for record in manifest["filters"]:
         unit, examples = record["index"], record["examples"]
         channel = acts[..., unit]
         per_image = channel.reshape(n, -1).max(axis=1)
         assert len(examples) == 3
-        np.testing.assert_allclose([e["activation"] for e in examples], np.sort(per_image)[::-1][:3], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            [e["activation"] for e in examples], np.sort(per_image)[::-1][:3], rtol=1e-4, atol=1e-5
+        )
         top = examples[0]
         index = [p.relative_to(photos).as_posix() for p in paths].index(top["image"])
         # the recorded image and position hold the largest activation of the whole folder
@@ -85,10 +90,17 @@ def test_top_example_is_the_true_maximum(atlas, photos, layer):
             for start, centre in ((t, (top["y"] + 0.5) * SIZE / h), (left, (top["x"] + 0.5) * SIZE / w)):
                 assert 0 <= start <= SIZE - ph and start <= centre <= start + ph
                 assert abs(start + ph / 2 - centre) <= 0.5 or start in (0, SIZE - ph), (top, centre)
-        np.testing.assert_array_equal(files.to_uint8(files.load_image(atlas / top["file"])), files.to_uint8(images[index, t : t + ph, left : left + pw]))
+        np.testing.assert_array_equal(
+            files.to_uint8(files.load_image(atlas / top["file"])),
+            files.to_uint8(images[index, t : t + ph, left : left + pw]),
+        )
     on_disk = files.read_json(atlas / "manifest.json")["layers"]
     assert [layer_manifest["layer"] for layer_manifest in on_disk] == ["conv2", "logits"]
-    assert on_disk[[m["layer"] for m in on_disk].index(layer)] == files.read_json(atlas / layer / "manifest.json") == manifest
+    assert (
+        on_disk[[m["layer"] for m in on_disk].index(layer)]
+        == files.read_json(atlas / layer / "manifest.json")
+        == manifest
+    )
     assert not list(atlas.rglob("*.tmp"))
 
 
@@ -114,7 +126,9 @@ def test_fewer_top_on_a_rerun_removes_stale_patches(atlas, photos):
     spec = load_model("tiny_cnn")
     dataset_examples(spec, "conv2", [1, 2], photos, atlas, top=4, size=SIZE, progress=False)
     manifest = dataset_examples(spec, "conv2", [1, 2], photos, atlas, top=2, size=SIZE, progress=False)
-    assert sorted(p.name for p in (atlas / "conv2" / "examples").iterdir()) == [f"filter_{u}_{r}.png" for u in (1, 2) for r in (0, 1)]
+    assert sorted(p.name for p in (atlas / "conv2" / "examples").iterdir()) == [
+        f"filter_{u}_{r}.png" for u in (1, 2) for r in (0, 1)
+    ]
     assert [len(f.get("examples", [])) for f in manifest["filters"]] == [0, 2, 2, 0, 0, 0, 0, 0]
 
 
@@ -155,7 +169,18 @@ def test_bad_folders_are_one_line_errors(atlas, tmp_path, capsys, kind, message)
     folder = _folder(tmp_path, kind)
     with pytest.raises(JaxvisError, match=message):
         dataset_examples(load_model("tiny_cnn"), "conv2", None, folder, atlas, progress=False)
-    args = ["examples", "--model", "tiny_cnn", "--layer", "conv2", "--images", str(folder), "--out", str(atlas), "--quiet"]
+    args = [
+        "examples",
+        "--model",
+        "tiny_cnn",
+        "--layer",
+        "conv2",
+        "--images",
+        str(folder),
+        "--out",
+        str(atlas),
+        "--quiet",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
@@ -170,7 +195,10 @@ def test_examples_need_the_layer_and_filters_in_the_atlas(atlas, photos, tmp_pat
         dataset_examples(spec, "conv2", [1, 9], photos, atlas, progress=False)
     with pytest.raises(JaxvisError, match="atlas .* is of model tiny_cnn"):
         dataset_examples(load_model("tiny_cnn", seed=1), "conv2", None, photos, atlas, progress=False)
-    assert main(["examples", "--model", "tiny_cnn", "--layer", "conv3", "--images", str(photos), "--out", str(tmp_path)]) == 2
+    assert (
+        main(["examples", "--model", "tiny_cnn", "--layer", "conv3", "--images", str(photos), "--out", str(tmp_path)])
+        == 2
+    )
     assert "render it first" in capsys.readouterr().err
 
 
@@ -180,5 +208,7 @@ def test_cli_writes_examples_and_updates_the_page(atlas, photos, capsys):
             "--top", "2", "--size", str(SIZE), "--out", str(atlas), "--quiet"]
     assert main(args) == 0
     assert "page updated" in capsys.readouterr().out
-    assert sorted(p.name for p in (atlas / "conv2" / "examples").iterdir()) == [f"filter_{u}_{r}.png" for u in (0, 1) for r in (0, 1)]
+    assert sorted(p.name for p in (atlas / "conv2" / "examples").iterdir()) == [
+        f"filter_{u}_{r}.png" for u in (0, 1) for r in (0, 1)
+    ]
     assert "conv2/examples/filter_1_1.png" in (atlas / "index.html").read_text()

@@ -27,7 +27,11 @@ def torch_activations(checkpoint, pixels, layers):
     modules = dict(model.named_modules())
     found, hooks = {}, []
     for name in layers:
-        hooks.append(modules[name].register_forward_hook(lambda m, i, out, name=name: found.__setitem__(name, out.detach().numpy())))
+        hooks.append(
+            modules[name].register_forward_hook(
+                lambda m, i, out, name=name: found.__setitem__(name, out.detach().numpy())
+            )
+        )
     mean, std = np.asarray([0.485, 0.456, 0.406], np.float32), np.asarray([0.229, 0.224, 0.225], np.float32)
     try:
         with torch.no_grad():

@@ -28,8 +28,17 @@ from jaxvis.recipes.examples import dataset_examples
 from jaxvis.recipes.page import render_page, script_json, write_atlas_page
 
 INSTALL = "apt-get update && apt-get install -y chromium chromium-driver  (or run .ci/install-browser)"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 HOSTILE = '</script><img src=x onerror="document.title=1">&amp; "q" \u2028'
 LAYERS = {"conv1": 6, "conv3": 4}
 
@@ -88,8 +97,19 @@ class _Dom(HTMLParser):
 
 def _dump_dom(page: Path, fragment: str = "") -> _Dom:
     with tempfile.TemporaryDirectory() as profile:
-        result = subprocess.run([_binary("chromium"), *FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=5000",
-                                 "--dump-dom", page.as_uri() + fragment], capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [
+                _binary("chromium"),
+                *FLAGS,
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=5000",
+                "--dump-dom",
+                page.as_uri() + fragment,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert result.returncode == 0, result.stderr[-2000:]
     dom = _Dom()
     dom.feed(result.stdout)
@@ -134,7 +154,9 @@ class WebDriver:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        self.process = subprocess.Popen([chromedriver, f"--port={self.port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [chromedriver, f"--port={self.port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.time() + 30
         while True:
             try:
@@ -187,7 +209,10 @@ class WebDriver:
 IMAGES_LOADED = """
 const done = arguments[arguments.length - 1];
 const images = [...document.images].filter((i) => i.hasAttribute("src") && i.offsetParent !== null);
-Promise.all(images.map((i) => i.complete ? null : new Promise((r) => { i.addEventListener("load", r); i.addEventListener("error", r); })))
+Promise.all(images.map((i) => i.complete ? null : new Promise((r) => {
+  i.addEventListener("load", r);
+  i.addEventListener("error", r);
+})))
   .then(() => done(images.map((i) => [i.getAttribute("src"), i.complete, i.naturalWidth])));
 """
 
@@ -204,7 +229,10 @@ def test_images_really_load_in_chromium(atlas, tmp_path):
                 images = driver.run_async(IMAGES_LOADED)
                 assert len(images) == count, images
                 assert all(complete and width == 32 for _, complete, width in images), images
-                assert driver.run("return [...document.images].every(i => !i.hasAttribute('src') || (i.complete && i.naturalWidth > 0))")
+                assert driver.run(
+                    "return [...document.images]"
+                    ".every(i => !i.hasAttribute('src') || (i.complete && i.naturalWidth > 0))"
+                )
 
             driver.get(f"{page}#layer=conv3")
             driver.click("#grid .card")  # opens filter 0: large image, score, settings, examples
@@ -229,11 +257,28 @@ def test_images_really_load_in_chromium(atlas, tmp_path):
 
     shot = tmp_path / "grid.png"
     with tempfile.TemporaryDirectory() as profile:
-        subprocess.run([chromium, *FLAGS, f"--user-data-dir={profile}", "--window-size=1280,900", "--virtual-time-budget=5000",
-                        f"--screenshot={shot}", (atlas / "index.html").as_uri() + "#layer=conv1"], capture_output=True, timeout=120)
-    for path, height in ((shot, 900), (tmp_path / "detail.png", None)):  # WebDriver's 900 is the window's, not the page's
+        subprocess.run(
+            [
+                chromium,
+                *FLAGS,
+                f"--user-data-dir={profile}",
+                "--window-size=1280,900",
+                "--virtual-time-budget=5000",
+                f"--screenshot={shot}",
+                (atlas / "index.html").as_uri() + "#layer=conv1",
+            ],
+            capture_output=True,
+            timeout=120,
+        )
+    for path, height in (
+        (shot, 900),
+        (tmp_path / "detail.png", None),
+    ):  # WebDriver's 900 is the window's, not the page's
         pixels = files.load_image(path)
-        assert pixels.shape[1:] == (1280, 3) and pixels.shape[0] == (height or pixels.shape[0]) > 600, (path, pixels.shape)
+        assert pixels.shape[1:] == (1280, 3) and pixels.shape[0] == (height or pixels.shape[0]) > 600, (
+            path,
+            pixels.shape,
+        )
         assert pixels.std() > 0.05, path
 
 

@@ -38,7 +38,9 @@ def test_class_visualizations_are_classified_as_their_class(mobilenet_checkpoint
     config = RenderConfig(size=160, steps=64, octaves=2, batch=10)
     result = render(spec, spec.logits_layer, CLASSES, config, progress=False)
     assert np.all(result.images >= 0) and np.all(result.images <= 1)
-    logits = spec.module.apply(spec.variables, spec.preprocess(result.images), outputs=(spec.logits_layer,))[spec.logits_layer]
+    logits = spec.module.apply(spec.variables, spec.preprocess(result.images), outputs=(spec.logits_layer,))[
+        spec.logits_layer
+    ]
     top1 = np.asarray(logits).argmax(axis=1)
     hits = int((top1 == np.asarray(CLASSES)).sum())
     print(f"{hits}/10 classified as their class:", [spec.class_names[i] for i in top1])

@@ -41,7 +41,12 @@ def test_checkpoint_stats_equal_numpy_and_skip_counters(mobilenet_checkpoint, tm
     assert len(rows) == len(tensors) == len(manifest["tensors"])
     for row, s in zip(rows, stats):
         assert row["name"] == s.name and float(row["std"]) == s.std and float(row["mean"]) == s.mean
-    assert manifest["first_conv"]["name"] == "features.0.0.weight" and manifest["first_conv"]["kernels"] == [32, 3, 3, 3]
+    assert manifest["first_conv"]["name"] == "features.0.0.weight" and manifest["first_conv"]["kernels"] == [
+        32,
+        3,
+        3,
+        3,
+    ]
 
 
 def test_model_tensors_histograms_equal_numpy(mobilenet_checkpoint, tmp_path, monkeypatch):
@@ -69,7 +74,10 @@ def test_model_tensors_histograms_equal_numpy(mobilenet_checkpoint, tmp_path, mo
         flat = np.asarray(array, np.float64).ravel()  # counted by hand against the drawn edges, not np.histogram
         assert len(counts) == 50 and edges[0] == flat.min() and edges[-1] == flat.max()
         np.testing.assert_allclose(np.diff(edges), (flat.max() - flat.min()) / 50, rtol=1e-9)
-        inside = [(flat >= lo) & ((flat < hi) | ((i == 49) & (flat == hi))) for i, (lo, hi) in enumerate(zip(edges, edges[1:]))]
+        inside = [
+            (flat >= lo) & ((flat < hi) | ((i == 49) & (flat == hi)))
+            for i, (lo, hi) in enumerate(zip(edges, edges[1:]))
+        ]
         np.testing.assert_array_equal(counts, [int(m.sum()) for m in inside])
         assert (tmp_path / "histograms" / f"{name}.png").is_file()
     manifest = json.loads((tmp_path / "weights.json").read_text())

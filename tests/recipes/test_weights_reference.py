@@ -25,7 +25,13 @@ def torch_stats(tensor) -> dict:
         t = tensor.detach().double().flatten()
     else:
         t = torch.from_numpy(np.array(tensor, np.float64)).flatten()  # a copy: spec arrays are read-only
-    return {"count": t.numel(), "mean": t.mean().item(), "std": t.std().item(), "min": t.min().item(), "max": t.max().item()}
+    return {
+        "count": t.numel(),
+        "mean": t.mean().item(),
+        "std": t.std().item(),
+        "min": t.min().item(),
+        "max": t.max().item(),
+    }
 
 
 def check(record, want):

@@ -53,7 +53,9 @@ def test_a_keras_file_reports_its_weight_names(tmp_path):
     model = randomize(model, 0)
     model.save(tmp_path / "small.h5")
     stored = stored_tensors(resolve_model(str(tmp_path / "small.h5")))
-    assert len(stored) == len(model.weights) == 8  # kernel, bias; gamma, beta, moving mean, moving variance; kernel, bias
+    assert (
+        len(stored) == len(model.weights) == 8
+    )  # kernel, bias; gamma, beta, moving mean, moving variance; kernel, bias
     for (name, array), weight in zip(stored.items(), model.weights):
         assert name.startswith(weight.path.split("/")[0])
         np.testing.assert_array_equal(array, np.asarray(weight.numpy()))

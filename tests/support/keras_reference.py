@@ -49,7 +49,11 @@ def randomize(model, seed: int = 0):
         shape, path = tuple(weight.shape), weight.path
         leaf = path.rsplit("/", 1)[-1]
         if len(shape) >= 2:
-            fan_in = int(np.prod(shape[:-1])) if "depthwise" not in path and leaf != "depthwise_kernel" else int(np.prod(shape[:-2]))
+            fan_in = (
+                int(np.prod(shape[:-1]))
+                if "depthwise" not in path and leaf != "depthwise_kernel"
+                else int(np.prod(shape[:-2]))
+            )
             value = rng.standard_normal(shape) * np.sqrt(1.0 / max(fan_in, 1))
         elif leaf == "gamma":
             value = rng.uniform(0.5, 1.5, shape)
@@ -74,7 +78,9 @@ def reference(model, x, names):
     Keras), plus `<name>/pre_softmax` for each softmax-activated layer among them: its output with the
     softmax swapped for a linear activation (keras-vis's swap)."""
     out = _predict(model, x, names)
-    swapped = [name for name in names if getattr(model.get_layer(name), "activation", None) is keras.activations.softmax]
+    swapped = [
+        name for name in names if getattr(model.get_layer(name), "activation", None) is keras.activations.softmax
+    ]
     for name in swapped:
         model.get_layer(name).activation = keras.activations.linear
     try:

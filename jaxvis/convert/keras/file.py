@@ -73,7 +73,9 @@ def _to_f32(dataset) -> np.ndarray:
     out = aligned_empty(dataset.shape)
     if out.size == 0:
         return out
-    if dataset.attrs.get("dtype") in ("bfloat16", b"bfloat16") or (dataset.dtype.kind == "V" and dataset.dtype.itemsize == 2):
+    if dataset.attrs.get("dtype") in ("bfloat16", b"bfloat16") or (
+        dataset.dtype.kind == "V" and dataset.dtype.itemsize == 2
+    ):
         raw = np.asarray(dataset[()]).view(np.uint16)
         out[...] = (raw.astype(np.uint32) << 16).view(np.float32)
     elif dataset.dtype == np.float32 and dataset.shape:
@@ -171,7 +173,9 @@ class LegacyWeights:
             raise Misfit(f"weights not used by the model: {shown(leftover)}")
         return out
 
-    def match(self, wanted: Sequence[str], layers: Sequence[tuple[str, str]]) -> dict[str, list[tuple[str, np.ndarray]]]:
+    def match(
+        self, wanted: Sequence[str], layers: Sequence[tuple[str, str]]
+    ) -> dict[str, list[tuple[str, np.ndarray]]]:
         """Arrays per weighted layer (`wanted`: their names in execution order): by name, else by
         position (as Keras's `load_weights`). `layers` is unused here (see `Keras3Weights.match`)."""
         present = self.weighted
@@ -229,7 +233,9 @@ class Keras3Weights:
     def weighted(self) -> list[str]:
         return [path for path, (_, arrays) in self.layers.items() if arrays]
 
-    def match(self, wanted: Sequence[str], layers: Sequence[tuple[str, str]]) -> dict[str, list[tuple[str, np.ndarray]]]:
+    def match(
+        self, wanted: Sequence[str], layers: Sequence[tuple[str, str]]
+    ) -> dict[str, list[tuple[str, np.ndarray]]]:
         """Arrays per weighted layer (`wanted`: their names in execution order): by the `vars` name
         attribute, else by group name (TF-Keras 2.13+ archives), else by class path (what Keras 3's
         own loader uses), counted over `layers`: every (name, class name) in Keras's `model.layers`
@@ -257,7 +263,9 @@ class Keras3Weights:
         unused = [path for path in self.weighted if path not in used]
         if unused:
             raise Misfit(f"weights not used by the model: {shown(unused)}")
-        return {name: [(f"{path}/vars/{i}", a) for i, a in enumerate(arrays)] for name, (path, arrays) in chosen.items()}
+        return {
+            name: [(f"{path}/vars/{i}", a) for i, a in enumerate(arrays)] for name, (path, arrays) in chosen.items()
+        }
 
 
 # ---------------------------------------------------------------------------------------------

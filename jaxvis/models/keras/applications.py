@@ -1,7 +1,8 @@
 """Keras Applications (VGG16, VGG19, ResNet50, InceptionV3, MobileNetV2) as zoo entries.
 
 Contract: the generated layer graphs (`jaxvis.models.keras.architectures`) line up with Keras
-weight files by name or by position, and `KerasGraph` runs them with Keras's results. The zoo builders (`keras_vgg16`, `keras_vgg19`, `keras_resnet50`, `keras_inception_v3`,
+weight files by name or by position, and `KerasGraph` runs them with Keras's results. The zoo builders
+(`keras_vgg16`, `keras_vgg19`, `keras_resnet50`, `keras_inception_v3`,
 `keras_mobilenet_v2`) take `weights=<any Keras file>` (see `jaxvis.models.keras.load`) and give
 random Keras-default init without one (their `source` says so). Whether the file holds the
 classifier (`include_top`) and how many classes it has are read from the file unless given.
@@ -133,13 +134,32 @@ def build(arch: str, weights=None, *, include_top: bool | None = None, input_sha
     if file is not None:
         variables, source = variables_for_graph(file, graph, input_shape=size), file.path
     else:
-        variables, source = random_variables(graph, seed=seed, input_shape=size), f"random init (Keras defaults, seed {seed}); no weights given"
+        variables, source = (
+            random_variables(graph, seed=seed, input_shape=size),
+            f"random init (Keras defaults, seed {seed}); no weights given",
+        )
     return ModelSpec(
-        name=arch, module=KerasGraph(graph, conv_impl=conv_impl), variables=jax.device_put(variables),
-        input_shape=size, layer_names=graph.layer_names, preprocess=app.preprocess,
-        logits_layer="predictions" if include_top else None, softmax_layers=softmax_layers(graph), class_names=app.class_names(graph), source=source,
-        recipe={"zoo": arch, "options": {"include_top": include_top, "input_shape": input_shape, "classes": classes,
-                                         "pooling": pooling, "conv_impl": conv_impl, **options}},
+        name=arch,
+        module=KerasGraph(graph, conv_impl=conv_impl),
+        variables=jax.device_put(variables),
+        input_shape=size,
+        layer_names=graph.layer_names,
+        preprocess=app.preprocess,
+        logits_layer="predictions" if include_top else None,
+        softmax_layers=softmax_layers(graph),
+        class_names=app.class_names(graph),
+        source=source,
+        recipe={
+            "zoo": arch,
+            "options": {
+                "include_top": include_top,
+                "input_shape": input_shape,
+                "classes": classes,
+                "pooling": pooling,
+                "conv_impl": conv_impl,
+                **options,
+            },
+        },
     )
 
 

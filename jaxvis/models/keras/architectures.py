@@ -74,7 +74,8 @@ def _top(net: _Net, x: str, include_top: bool, pooling: str | None, classes: int
 
 def vgg_layers(depths: Sequence[int] = (2, 2, 3, 3, 3), *, include_top=True, input_shape=None, classes=1000,
                pooling=None) -> list[LayerConfig]:
-    """VGG16 (depths 2, 2, 3, 3, 3) or VGG19 (2, 2, 4, 4, 4): `block{b}_conv{i}`, `block{b}_pool`, `fc1`, `fc2`, `predictions`."""
+    """VGG16 (depths 2, 2, 3, 3, 3) or VGG19 (2, 2, 4, 4, 4): `block{b}_conv{i}`, `block{b}_pool`, `fc1`, `fc2`,
+    `predictions`."""
     net = _Net()
     x = net.input(_input_shape(input_shape, include_top, 224, 32))
     for block, (depth, filters) in enumerate(zip(depths, (64, 128, 256, 512, 512)), 1):
@@ -93,7 +94,8 @@ def vgg_layers(depths: Sequence[int] = (2, 2, 3, 3, 3), *, include_top=True, inp
 
 
 def resnet50_layers(*, include_top=True, input_shape=None, classes=1000, pooling=None) -> list[LayerConfig]:
-    """ResNet50 (v1): `conv1_conv` ... `conv{s}_block{b}_{1,2,3}_{conv,bn,relu}`, `..._add`, `..._out`, `avg_pool`, `predictions`."""
+    """ResNet50 (v1): `conv1_conv` ... `conv{s}_block{b}_{1,2,3}_{conv,bn,relu}`, `..._add`, `..._out`, `avg_pool`,
+    `predictions`."""
     net = _Net()
     bn = dict(axis=3, epsilon=1.001e-5)
     x = net.input(_input_shape(input_shape, include_top, 224, 32))
@@ -191,7 +193,8 @@ def inception_v3_layers(*, include_top=True, input_shape=None, classes=1000, poo
 
 def mobilenet_v2_layers(*, alpha: float = 1.0, include_top=True, input_shape=None, classes=1000,
                         pooling=None) -> list[LayerConfig]:
-    """MobileNetV2: `Conv1`, `expanded_conv_*`, `block_{1..16}_{expand,depthwise,project}[_BN|_relu]`, `out_relu`, `predictions`."""
+    """MobileNetV2: `Conv1`, `expanded_conv_*`, `block_{1..16}_{expand,depthwise,project}[_BN|_relu]`, `out_relu`,
+    `predictions`."""
     net = _Net()
     shape = _input_shape(input_shape, include_top, 224, 32)
     bn = dict(axis=-1, epsilon=1e-3, momentum=0.999)

@@ -81,7 +81,9 @@ def _inbound(layer_json: Mapping, name: str) -> tuple[str, ...]:
             if isinstance(entry, Mapping):
                 refs.extend(_history_refs(entry))
             else:
-                refs.append((str(entry[0]), int(entry[1]) if len(entry) > 1 else 0, int(entry[2]) if len(entry) > 2 else 0))
+                refs.append(
+                    (str(entry[0]), int(entry[1]) if len(entry) > 1 else 0, int(entry[2]) if len(entry) > 2 else 0)
+                )
     for source, node_index, tensor_index in refs:
         if node_index != 0 or tensor_index != 0:
             raise JaxvisError(f"Keras layer {name!r} takes output {tensor_index} of call {node_index} of layer "

@@ -92,7 +92,9 @@ def build_graph(layers: Sequence[LayerConfig], *, name: str = "model", outputs: 
         if not node.inputs and not isinstance(node.op, Input):
             raise JaxvisError(f"Keras layer {node.name!r} ({node.class_name}) has no inputs")
         if len(node.inputs) > 1 and not isinstance(node.op, (Merge, Concat, Arithmetic)):
-            raise JaxvisError(f"Keras layer {node.name!r} ({node.class_name}) takes {len(node.inputs)} inputs; expected one")
+            raise JaxvisError(
+                f"Keras layer {node.name!r} ({node.class_name}) takes {len(node.inputs)} inputs; expected one"
+            )
     # Stable topological sort (Kahn's, always taking the earliest ready node).
     order, done, pending = [], set(), list(nodes)
     while pending:

@@ -50,7 +50,9 @@ def _spatial_padding(shape, padding: str, kernel, strides, dilation=(1, 1)):
 
 def _check_image(name: str, x) -> None:
     if x.ndim != 4:
-        raise JaxvisError(f"Keras layer {name!r} takes [batch, height, width, channels] inputs, got shape {tuple(x.shape)}")
+        raise JaxvisError(
+            f"Keras layer {name!r} takes [batch, height, width, channels] inputs, got shape {tuple(x.shape)}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,7 +199,9 @@ class BatchNorm:
 
     @property
     def weight_names(self):
-        return (("gamma",) if self.scale else ()) + (("beta",) if self.center else ()) + ("moving_mean", "moving_variance")
+        return (
+            (("gamma",) if self.scale else ()) + (("beta",) if self.center else ()) + ("moving_mean", "moving_variance")
+        )
 
     def weight_shapes(self, shape):
         return {name: (shape[-1],) for name in self.weight_names}
@@ -205,8 +209,10 @@ class BatchNorm:
     def __call__(self, name, params, xs, impl):
         x = xs[0]
         if self.axis >= 0 and self.axis != x.ndim - 1:
-            raise JaxvisError(f"Keras layer {name!r} (BatchNormalization) normalizes axis {self.axis} of a rank-{x.ndim} "
-                              f"input; only the last (channel) axis is supported")
+            raise JaxvisError(
+                f"Keras layer {name!r} (BatchNormalization) normalizes axis {self.axis} of a rank-{x.ndim} "
+                f"input; only the last (channel) axis is supported"
+            )
         if x.shape[-1] != params["moving_mean"].shape[0]:
             raise JaxvisError(f"Keras layer {name!r} (BatchNormalization) normalizes "
                               f"{params['moving_mean'].shape[0]} channels but gets {x.shape[-1]}")

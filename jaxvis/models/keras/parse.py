@@ -105,7 +105,9 @@ def _float_or_tuple(value):
 
 def _activation(layer: LayerConfig, value) -> Activation:
     """A Keras `activation` config entry (None, a name, or a serialized function dict)."""
-    if isinstance(value, Mapping):  # Keras 3: {"module": "keras.activations", "class_name": "function", "config": "relu"}
+    if isinstance(
+        value, Mapping
+    ):  # Keras 3: {"module": "keras.activations", "class_name": "function", "config": "relu"}
         value = value.get("config", value.get("class_name"))
         if isinstance(value, Mapping):
             value = value.get("name")
@@ -127,8 +129,15 @@ def _parse_conv(layer):
     c = layer.config
     _channels_last(layer)
     dilation = _pair(layer, "dilation_rate", 1)
-    return Conv(int(c["filters"]), _pair(layer, "kernel_size"), _pair(layer, "strides", 1), _padding(layer),
-                dilation, int(c.get("groups", 1) or 1), bool(c.get("use_bias", True))), _activation(layer, c.get("activation"))
+    return Conv(
+        int(c["filters"]),
+        _pair(layer, "kernel_size"),
+        _pair(layer, "strides", 1),
+        _padding(layer),
+        dilation,
+        int(c.get("groups", 1) or 1),
+        bool(c.get("use_bias", True)),
+    ), _activation(layer, c.get("activation"))
 
 
 def _parse_depthwise(layer):

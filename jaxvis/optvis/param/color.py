@@ -62,7 +62,8 @@ def sigmoid_range_inverse(images):
 
 
 def offset_range(latent):
-    """Latent + 0.5: unconstrained during optimization, clipped to [0, 1] only when saved (fastai's FilterVisualizer)."""
+    """Latent + 0.5: unconstrained during optimization, clipped to [0, 1] only when saved (fastai's
+    FilterVisualizer)."""
     return latent + 0.5
 
 

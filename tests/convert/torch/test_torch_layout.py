@@ -109,7 +109,9 @@ def test_apply_rules_builds_the_tree_and_drops_num_batches_tracked():
 def test_apply_rules_lists_missing_and_unused_keys():
     state = _state()
     del state["bn.running_var"]
-    with pytest.raises(WeightFileError, match="missing from the file: bn.running_var; not used by the model: fc.weight, fc.bias"):
+    with pytest.raises(
+        WeightFileError, match="missing from the file: bn.running_var; not used by the model: fc.weight, fc.bias"
+    ):
         apply_rules(state, [conv_bn_rule(("params", "conv"), "conv", "bn")], what="the weights in x.pth")
 
 
@@ -124,7 +126,9 @@ def test_check_against_init_names_key_and_both_shapes():
     reference = {"params": {"conv": {"kernel": jax.ShapeDtypeStruct((3, 3, 3, 8), jnp.float32),
                                      "bias": jax.ShapeDtypeStruct((8,), jnp.float32)},
                             "fc": {"kernel": jax.ShapeDtypeStruct((8, 10), jnp.float32)}}}
-    good = {"params": {"conv": {"kernel": np.zeros((3, 3, 3, 8)), "bias": np.zeros(8)}, "fc": {"kernel": np.zeros((8, 10))}}}
+    good = {
+        "params": {"conv": {"kernel": np.zeros((3, 3, 3, 8)), "bias": np.zeros(8)}, "fc": {"kernel": np.zeros((8, 10))}}
+    }
     assert check_against_init(good, reference) is good
     bad = {"params": {"conv": {"kernel": np.zeros((3, 3, 3, 4))}, "fc": {"kernel": np.zeros((8, 10))},
                       "extra": {"kernel": np.zeros(1)}}}
@@ -151,7 +155,9 @@ def test_convert_state_dict_names_the_torch_tensor_of_a_mismatched_leaf():
     with pytest.raises(WeightFileError) as error:
         convert_state_dict(_state(), rules, reference, what="the weights in m.pth")
     message = str(error.value)
-    assert "params/conv/kernel has shape (3, 3, 3, 4) in the weights in m.pth (from conv.weight (4, 3, 3, 3), " in message
+    assert (
+        "params/conv/kernel has shape (3, 3, 3, 4) in the weights in m.pth (from conv.weight (4, 3, 3, 3), " in message
+    )
     assert "but (3, 3, 3, 8) in the model" in message and "\n" not in message
     reference["params"]["conv"] = {"kernel": jax.ShapeDtypeStruct((3, 3, 3, 4), jnp.float32),
                                    "bias": jax.ShapeDtypeStruct((4,), jnp.float32)}

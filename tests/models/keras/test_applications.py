@@ -33,22 +33,70 @@ A = keras.applications
 
 # arch: (Keras constructor, its arguments, layers compared, preprocessing)
 CASES = {
-    "keras_vgg16": (A.VGG16, dict(input_shape=(64, 64, 3)),
-                    ["block1_conv1", "block3_conv3", "block4_pool", "block5_conv3", "block5_pool", "fc1", "fc2",
-                     "predictions"],
-                    KERAS_CAFFE),
-    "keras_vgg19": (A.VGG19, dict(input_shape=(32, 32, 3), classes=10),
-                    ["block1_conv2", "block3_conv4", "block5_conv4", "block5_pool", "flatten", "fc2", "predictions"], KERAS_CAFFE),
-    "keras_resnet50": (A.ResNet50, dict(input_shape=(64, 64, 3)),
-                       ["conv1_relu", "pool1_pool", "conv2_block1_0_bn", "conv2_block1_add", "conv3_block2_out",
-                        "conv4_block2_out", "conv5_block3_out", "avg_pool", "predictions"], KERAS_CAFFE),
-    "keras_inception_v3": (A.InceptionV3, dict(input_shape=(75, 75, 3)),
-                           ["activation", "max_pooling2d", "mixed0", "mixed3", "mixed5", "mixed7", "mixed8",
-                            "mixed9_1", "concatenate_1", "mixed10", "avg_pool", "predictions"], KERAS_TF),
-    "keras_mobilenet_v2": (A.MobileNetV2, dict(),  # full size: the full-size logits check
-                           ["Conv1_relu", "expanded_conv_project_BN", "block_1_pad", "block_2_add",
-                            "block_6_depthwise_relu", "block_13_expand_relu", "block_16_project_BN", "out_relu",
-                            "global_average_pooling2d", "predictions"], KERAS_TF),
+    "keras_vgg16": (
+        A.VGG16,
+        dict(input_shape=(64, 64, 3)),
+        ["block1_conv1", "block3_conv3", "block4_pool", "block5_conv3", "block5_pool", "fc1", "fc2", "predictions"],
+        KERAS_CAFFE,
+    ),
+    "keras_vgg19": (
+        A.VGG19,
+        dict(input_shape=(32, 32, 3), classes=10),
+        ["block1_conv2", "block3_conv4", "block5_conv4", "block5_pool", "flatten", "fc2", "predictions"],
+        KERAS_CAFFE,
+    ),
+    "keras_resnet50": (
+        A.ResNet50,
+        dict(input_shape=(64, 64, 3)),
+        [
+            "conv1_relu",
+            "pool1_pool",
+            "conv2_block1_0_bn",
+            "conv2_block1_add",
+            "conv3_block2_out",
+            "conv4_block2_out",
+            "conv5_block3_out",
+            "avg_pool",
+            "predictions",
+        ],
+        KERAS_CAFFE,
+    ),
+    "keras_inception_v3": (
+        A.InceptionV3,
+        dict(input_shape=(75, 75, 3)),
+        [
+            "activation",
+            "max_pooling2d",
+            "mixed0",
+            "mixed3",
+            "mixed5",
+            "mixed7",
+            "mixed8",
+            "mixed9_1",
+            "concatenate_1",
+            "mixed10",
+            "avg_pool",
+            "predictions",
+        ],
+        KERAS_TF,
+    ),
+    "keras_mobilenet_v2": (
+        A.MobileNetV2,
+        dict(),  # full size: the full-size logits check
+        [
+            "Conv1_relu",
+            "expanded_conv_project_BN",
+            "block_1_pad",
+            "block_2_add",
+            "block_6_depthwise_relu",
+            "block_13_expand_relu",
+            "block_16_project_BN",
+            "out_relu",
+            "global_average_pooling2d",
+            "predictions",
+        ],
+        KERAS_TF,
+    ),
 }
 
 

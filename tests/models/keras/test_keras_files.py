@@ -127,7 +127,9 @@ def mixed_layers():
     x = L.AveragePooling2D(2, name="avg_valid")(x)
     x = L.ReLU(max_value=4.0, negative_slope=0.1, threshold=0.05, name="relu_odd")(x)
     x = L.Activation("relu", name="act_relu")(x)
-    pooled = L.Concatenate(name="pooled")([L.GlobalMaxPooling2D(name="gmp")(x), L.GlobalAveragePooling2D(name="gap")(x)])
+    pooled = L.Concatenate(name="pooled")(
+        [L.GlobalMaxPooling2D(name="gmp")(x), L.GlobalAveragePooling2D(name="gap")(x)]
+    )
     x = L.Reshape((1, 1, pooled.shape[-1]), name="reshape")(pooled)
     x = L.Flatten(name="flat")(x)
     x = L.Dense(10, name="logits")(x)
@@ -200,8 +202,14 @@ def test_alexnet_functional(alexnet, file):
     errors = parity(spec, model, x, list(spec.layer_names), want)
     assert errors["dense_2"] < TOLERANCE and errors["softmax"] < TOLERANCE  # the probabilities, as Keras gives them
     # The Softmax layer's pre-softmax value is the logits: what the class scores are.
-    assert spec.logits_layer == "softmax" and spec.softmax_layers == ("softmax",) and spec.scored("softmax") == "softmax/pre_softmax"
-    logits = jax.jit(lambda v, x: spec.module.apply(v, x, outputs=("softmax/pre_softmax", "dense_2")))(spec.variables, x)
+    assert (
+        spec.logits_layer == "softmax"
+        and spec.softmax_layers == ("softmax",)
+        and spec.scored("softmax") == "softmax/pre_softmax"
+    )
+    logits = jax.jit(lambda v, x: spec.module.apply(v, x, outputs=("softmax/pre_softmax", "dense_2")))(
+        spec.variables, x
+    )
     np.testing.assert_array_equal(logits["softmax/pre_softmax"], logits["dense_2"])
 
 

@@ -256,7 +256,9 @@ def test_converter_lists_missing_and_unused_keys(reference):
 def test_converter_names_a_batchnorm_that_does_not_fit(reference):
     state = numpy_state_dict(reference)
     state["features.2.conv.3.running_mean"] = np.zeros(23, np.float32)
-    with pytest.raises(WeightFileError, match=r"params/features\.2/project .*features\.2\.conv\.3\.running_mean \(23,\)"):
+    with pytest.raises(
+        WeightFileError, match=r"params/features\.2/project .*features\.2\.conv\.3\.running_mean \(23,\)"
+    ):
         from_state_dict(state)
 
 

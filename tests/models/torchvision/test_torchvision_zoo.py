@@ -47,30 +47,78 @@ class Case:
 
 CASES = {
     # VGG at 64x96: a 2x3 map before avgpool (7x7): classifier.0 sees torch's C*H*W flatten order.
-    "vgg16": Case(lambda: zoo.vgg16(num_classes=10), (64, 96),
-                  ("features.0", "features.1", "features.16", "features.30", "avgpool", "classifier.0", "classifier.4",
-                   "classifier.6"), batch=1),
-    "vgg19": Case(lambda: zoo.vgg19(num_classes=10), (64, 96),
-                  ("features.2", "features.25", "features.36", "avgpool", "classifier.0", "classifier.6"), batch=1),
+    "vgg16": Case(
+        lambda: zoo.vgg16(num_classes=10),
+        (64, 96),
+        (
+            "features.0",
+            "features.1",
+            "features.16",
+            "features.30",
+            "avgpool",
+            "classifier.0",
+            "classifier.4",
+            "classifier.6",
+        ),
+        batch=1,
+    ),
+    "vgg19": Case(
+        lambda: zoo.vgg19(num_classes=10),
+        (64, 96),
+        ("features.2", "features.25", "features.36", "avgpool", "classifier.0", "classifier.6"),
+        batch=1,
+    ),
     # AlexNet at 127x160: a 3x4 map before avgpool (6x6).
-    "alexnet": Case(lambda: zoo.AlexNet(num_classes=1000), (127, 160),
-                    ("features.0", "features.2", "features.12", "avgpool", "classifier.1", "classifier.6")),
-    "resnet18": Case(lambda: zoo.resnet18(num_classes=1000), (64, 80),
-                     ("conv1", "bn1", "relu", "maxpool", "layer1.0", "layer2.0", "layer3", "layer4.1", "avgpool", "fc")),
-    "resnet34": Case(lambda: zoo.resnet34(num_classes=10), (64, 80),
-                     ("bn1", "layer1.2", "layer2", "layer3.5", "layer4", "avgpool", "fc"), batch=1),
-    "resnet50": Case(lambda: zoo.resnet50(num_classes=10), (64, 80),
-                     ("conv1", "layer1.0", "layer2.3", "layer3", "layer4.2", "avgpool", "fc"), batch=1),
+    "alexnet": Case(
+        lambda: zoo.AlexNet(num_classes=1000),
+        (127, 160),
+        ("features.0", "features.2", "features.12", "avgpool", "classifier.1", "classifier.6"),
+    ),
+    "resnet18": Case(
+        lambda: zoo.resnet18(num_classes=1000),
+        (64, 80),
+        ("conv1", "bn1", "relu", "maxpool", "layer1.0", "layer2.0", "layer3", "layer4.1", "avgpool", "fc"),
+    ),
+    "resnet34": Case(
+        lambda: zoo.resnet34(num_classes=10),
+        (64, 80),
+        ("bn1", "layer1.2", "layer2", "layer3.5", "layer4", "avgpool", "fc"),
+        batch=1,
+    ),
+    "resnet50": Case(
+        lambda: zoo.resnet50(num_classes=10),
+        (64, 80),
+        ("conv1", "layer1.0", "layer2.3", "layer3", "layer4.2", "avgpool", "fc"),
+        batch=1,
+    ),
     # transform_input=True in both: the spec's preprocessing is torchvision's normalize + transform.
-    "googlenet": Case(lambda: zoo.GoogLeNet(num_classes=10, aux_logits=True, transform_input=True), (64, 80),
-                      ("conv1", "maxpool1", "conv3", "inception3a", "maxpool3", "inception4e", "inception5b",
-                       "avgpool", "fc"), batch=1),
-    "inception_v3": Case(lambda: zoo.Inception3(num_classes=10, aux_logits=True, transform_input=True), (75, 91),
-                         ("Conv2d_1a_3x3", "maxpool1", "Conv2d_4a_3x3", "Mixed_5b", "Mixed_6a", "Mixed_6e",
-                          "Mixed_7a", "Mixed_7c", "avgpool", "fc"), batch=1),
+    "googlenet": Case(
+        lambda: zoo.GoogLeNet(num_classes=10, aux_logits=True, transform_input=True),
+        (64, 80),
+        ("conv1", "maxpool1", "conv3", "inception3a", "maxpool3", "inception4e", "inception5b", "avgpool", "fc"),
+        batch=1,
+    ),
+    "inception_v3": Case(
+        lambda: zoo.Inception3(num_classes=10, aux_logits=True, transform_input=True),
+        (75, 91),
+        (
+            "Conv2d_1a_3x3",
+            "maxpool1",
+            "Conv2d_4a_3x3",
+            "Mixed_5b",
+            "Mixed_6a",
+            "Mixed_6e",
+            "Mixed_7a",
+            "Mixed_7c",
+            "avgpool",
+            "fc",
+        ),
+        batch=1,
+    ),
     # 1 channel, and fc1 takes the flattened 64x12x12 map.
-    "torch_mnist_cnn": Case(zoo.MnistNet, (28, 28), ("conv1", "conv2", "dropout1", "fc1", "dropout2", "fc2"),
-                            mean=MNIST_MEAN, std=MNIST_STD),
+    "torch_mnist_cnn": Case(
+        zoo.MnistNet, (28, 28), ("conv1", "conv2", "dropout1", "fc1", "dropout2", "fc2"), mean=MNIST_MEAN, std=MNIST_STD
+    ),
 }
 CLASSES = {"vgg16": 10, "vgg19": 10, "alexnet": 1000, "resnet18": 1000, "resnet34": 10, "resnet50": 10,
            "googlenet": 10, "inception_v3": 10, "torch_mnist_cnn": 10}

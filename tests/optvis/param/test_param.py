@@ -60,7 +60,9 @@ def test_sigmoid_range_stays_valid():
 
 def test_uniform_init_matches_seed_000_range():
     param = image_param("pixel", decorrelate=False, valid_range="offset")
-    images = param.to_image(init_uniform(jax.random.PRNGKey(0), 2, 56, 56, 3, param=param, low=150 / 255, high=180 / 255))
+    images = param.to_image(
+        init_uniform(jax.random.PRNGKey(0), 2, 56, 56, 3, param=param, low=150 / 255, high=180 / 255)
+    )
     assert 150 / 255 - 1e-6 <= float(images.min()) < float(images.max()) <= 180 / 255 + 1e-6
 
 

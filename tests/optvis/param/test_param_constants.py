@@ -17,7 +17,9 @@ import pytest
 from jaxvis.optvis.param import color, fused, image_param, spatial
 
 # lucid optvis/param/color.py
-LUCID_COLOR_CORRELATION_SVD_SQRT = np.asarray([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], np.float32)
+LUCID_COLOR_CORRELATION_SVD_SQRT = np.asarray(
+    [[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], np.float32
+)
 LUCID_MAX_NORM_SVD_SQRT = 0.4619523  # np.max(np.linalg.norm(color_correlation_svd_sqrt, axis=0)): column 0
 
 
@@ -58,8 +60,14 @@ def path(request, monkeypatch):
 
 def test_spectral_scale_is_lucids():
     # 4 x 4, decay 1: 1 / max(|f|, 1/4) * sqrt(16), written out
-    want = np.asarray([[16, 16, 8], [16, 4 / np.hypot(0.25, 0.25), 4 / np.hypot(0.25, 0.5)],
-                       [8, 4 / np.hypot(0.5, 0.25), 4 / np.hypot(0.5, 0.5)], [16, 4 / np.hypot(0.25, 0.25), 4 / np.hypot(0.25, 0.5)]])
+    want = np.asarray(
+        [
+            [16, 16, 8],
+            [16, 4 / np.hypot(0.25, 0.25), 4 / np.hypot(0.25, 0.5)],
+            [8, 4 / np.hypot(0.5, 0.25), 4 / np.hypot(0.5, 0.5)],
+            [16, 4 / np.hypot(0.25, 0.25), 4 / np.hypot(0.25, 0.5)],
+        ]
+    )
     np.testing.assert_allclose(spatial.spectral_scale(4, 4, 1.0), want, rtol=1e-6)
     for h, w, decay in [(4, 4, 1.0), (128, 128, 1.0), (108, 108, 1.0), (6, 10, 1.0), (12, 8, 1.5), (7, 16, 0.5)]:
         got = spatial.spectral_scale(h, w, decay)
@@ -68,17 +76,25 @@ def test_spectral_scale_is_lucids():
 
 
 def test_colour_constants_are_lucids():
-    assert np.linalg.norm(LUCID_COLOR_CORRELATION_SVD_SQRT, axis=0).max() == pytest.approx(LUCID_MAX_NORM_SVD_SQRT, rel=1e-6)
-    np.testing.assert_allclose(color.COLOR_MATRIX, LUCID_COLOR_CORRELATION_SVD_SQRT / LUCID_MAX_NORM_SVD_SQRT, rtol=1e-6)
+    assert np.linalg.norm(LUCID_COLOR_CORRELATION_SVD_SQRT, axis=0).max() == pytest.approx(
+        LUCID_MAX_NORM_SVD_SQRT, rel=1e-6
+    )
+    np.testing.assert_allclose(
+        color.COLOR_MATRIX, LUCID_COLOR_CORRELATION_SVD_SQRT / LUCID_MAX_NORM_SVD_SQRT, rtol=1e-6
+    )
     latent = np.random.default_rng(0).standard_normal((2, 5, 4, 3)).astype(np.float32)
-    want = (latent.reshape(-1, 3) @ (LUCID_COLOR_CORRELATION_SVD_SQRT / LUCID_MAX_NORM_SVD_SQRT).T).reshape(latent.shape)
+    want = (latent.reshape(-1, 3) @ (LUCID_COLOR_CORRELATION_SVD_SQRT / LUCID_MAX_NORM_SVD_SQRT).T).reshape(
+        latent.shape
+    )
     np.testing.assert_allclose(color.decorrelated_to_rgb(jnp.asarray(latent)), want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(color.rgb_to_decorrelated(jnp.asarray(want)), latent, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("batch,channels,height,width", [(2, 3, 8, 8), (1, 3, 12, 20), (2, 1, 16, 10)])
 def test_fft_latent_is_lucids_fft_image(path, batch, channels, height, width):
-    params = np.random.default_rng(height).standard_normal((batch, channels, height, width // 2 + 1, 2)).astype(np.float32)
+    params = (
+        np.random.default_rng(height).standard_normal((batch, channels, height, width // 2 + 1, 2)).astype(np.float32)
+    )
     want = lucid_fft_image(np.moveaxis(params.astype(np.float64), -1, 0), height, width)
     got = np.asarray(jax.jit(spatial.fft().to_latent)(jnp.asarray(params)))
     assert got.shape == (batch, height, width, channels)
