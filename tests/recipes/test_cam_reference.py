@@ -216,7 +216,9 @@ def test_smoothgrad_is_captums_saliency_averaged_over_the_noisy_copies(models, i
         ]
     want = np.mean(
         [
-            per_class(lambda t, n=n: nhwc(saliency.attribute(nchw(images + n).requires_grad_(True), target=t, abs=False)))
+            per_class(
+                lambda t, n=n: nhwc(saliency.attribute(nchw(images + n).requires_grad_(True), target=t, abs=False))
+            )
             for n in noises
         ],
         axis=0,
