@@ -29,8 +29,9 @@ fastai -- fastai 0.7 `FilterVisualizer` (seed 000, `FilterVisualizer.__init__` /
                              the uniform without the uint8 step)
   octave_resize="opencv" ... `cv2.resize(img, (sz, sz), interpolation=cv2.INTER_CUBIC)` on the
                              denormalized, unclipped image
-  octave_blur=0 ............ `blur=None`; the post's `blur=5` is `octave_blur=5`
-                             (`cv2.blur(img, (blur, blur))` after each upscale)
+  octave_blur=5 ............ the post's call `visualize(..., blur=5)`: `cv2.blur(img, (blur, blur))`
+                             after each upscale (the method's own default `blur=None` is
+                             `octave_blur=0`, which leaves far more saturated, high-frequency pixels)
   transforms="none", relu_redirect_steps=0
                              no augmentation; the true ReLU gradient
   final="clip" ............. `plt.imsave(..., np.clip(self.output, 0, 1))`
@@ -85,7 +86,7 @@ PRESETS: dict[str, dict] = {
         start_size=56, octaves=12, octave_scale=1.2, octave_rounding="floor", size=408, steps=20,
         optimizer="adam", learning_rate=0.1, weight_decay=1e-6, space="input",
         param="pixel", decorrelate=False, valid_range="none", init_range=(150 / 255, 180 / 255),
-        octave_resize="opencv", octave_blur=0, transforms="none", relu_redirect_steps=0, final="clip",
+        octave_resize="opencv", octave_blur=5, transforms="none", relu_redirect_steps=0, final="clip",
     ),
     "keras-vis": dict(
         optimizer="keras-vis", learning_rate=1.0, space="display", display_range=(0.0, 255.0),

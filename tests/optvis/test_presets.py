@@ -34,8 +34,8 @@ def _initial_images(spec, units, config):
 
 def test_lucid_is_the_default_config_and_overrides_replace_fields():
     assert RenderConfig.preset("lucid") == RenderConfig()
-    config = RenderConfig.preset("fastai", octave_blur=5, batch=4)
-    assert (config.octave_blur, config.batch, config.preset_name, config.learning_rate) == (5, 4, "fastai", 0.1)
+    config = RenderConfig.preset("fastai", octave_blur=0, batch=4)
+    assert (config.octave_blur, config.batch, config.preset_name, config.learning_rate) == (0, 4, "fastai", 0.1)
     assert config.octave_sizes() == (56, 67, 80, 96, 115, 138, 165, 198, 237, 284, 340, 408)
     assert RenderConfig.preset("keras-vis").octave_sizes() == (224,)
     with pytest.raises(JaxvisError, match="fastai"):
@@ -123,7 +123,7 @@ def test_fastai_preset_matches_filter_visualizer_in_torch(mobilenet_checkpoint):
 
     spec = mobilenet(mobilenet_checkpoint)
     units = list(range(8))
-    config = RenderConfig.preset("fastai", start_size=32, octaves=2, steps=2, size=38, batch=8)
+    config = RenderConfig.preset("fastai", start_size=32, octaves=2, steps=2, size=38, batch=8, octave_blur=0)
     assert config.octave_sizes() == (32, 38)
     result = render(spec, LAYER, units, config, progress=False)
     start = _initial_images(spec, units, config)
@@ -230,7 +230,7 @@ def test_fastai_preset_with_its_blur_leaves_few_saturated_pixels(mobilenet_check
     """FilterVisualizer's `blur=5` (`visualize(..., blur=5)`; its default is no blur, whose images
     are harsher): smooth textures, not pixels driven to 0 or 255."""
     spec = mobilenet(mobilenet_checkpoint)
-    result = render(spec, LAYER, range(8), RenderConfig.preset("fastai", octave_blur=5, batch=8), progress=False)
+    result = render(spec, LAYER, range(8), RenderConfig.preset("fastai", batch=8), progress=False)
     fraction = saturated_fraction(result.images)
     print(f"fastai preset, blur 5, {LAYER} filters 0-7: {fraction:.1%} of channel values saturated")
     assert fraction < 0.20
