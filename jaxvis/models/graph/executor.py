@@ -318,6 +318,21 @@ def _batch_norm(attrs, args, ctx):
     return [V(y, x.cl)]
 
 
+def _instance_norm(attrs, args, ctx):
+    """Per item and channel (axis 1) statistics over every other axis, any rank >= 3; per-channel affine."""
+    x, scale, offset = args[0], _optional(args, 1), _optional(args, 2)
+    eps = attrs.get("eps", 1e-5)
+    if x.cl:
+        return [V(ops.group_norm(x.data, scale, offset, groups=x.data.shape[-1], eps=eps), True)]
+    data = x.data
+    axes = tuple(range(2, data.ndim))
+    shape = (-1,) + (1,) * (data.ndim - 2)
+    y = ops.layer_norm(data, None, None, axes=axes, eps=eps)
+    if scale is not None:
+        y = y * jnp.reshape(scale, shape)
+    return [V(y if offset is None else y + jnp.reshape(offset, shape), False)]
+
+
 def _same_storage(args):
     """Tensors in one storage: NHWC if all are 4-D and one is, else the source's."""
     if all(jnp.ndim(a.data) == 4 for a in args) and any(a.cl for a in args):
@@ -397,6 +412,26 @@ def _gather(attrs, args, ctx):
     axis = _axis(attrs.get("axis", 0), jnp.ndim(x))
     indices = jnp.where(jnp.asarray(indices) < 0, jnp.asarray(indices) + x.shape[axis], jnp.asarray(indices))
     return [V(jnp.take(x, indices, axis=axis), False)]
+
+
+def _gather_nd(attrs, args, ctx):
+    """ONNX GatherND: index tuples on the last axis of `indices`, after `batch_dims` shared leading axes."""
+    x, indices = plain(args[0]), jnp.asarray(args[1].data)
+
+    def gather(x, idx):
+        idx = jnp.where(idx < 0, idx + jnp.asarray(x.shape[: idx.shape[-1]]), idx)
+        return x[tuple(idx[..., i] for i in range(idx.shape[-1]))]
+
+    for _ in range(int(attrs.get("batch_dims", 0))):
+        gather = jax.vmap(gather)
+    return [V(gather(x, indices), False)]
+
+
+def _gather_elements(attrs, args, ctx):
+    x, indices = plain(args[0]), jnp.asarray(args[1].data)
+    axis = _axis(attrs.get("axis", 0), jnp.ndim(x))
+    indices = jnp.where(indices < 0, indices + x.shape[axis], indices)
+    return [V(jnp.take_along_axis(x, indices, axis=axis), False)]
 
 
 def _argmax(attrs, args, ctx):
@@ -546,9 +581,9 @@ HANDLERS: dict[str, Callable] = {
     **{op: _float_unary(fn) for op, fn in _UNARY.items()},
     **{op: _binary(fn) for op, fn in _BINARY.items()},
     "where": _where, "prelu": _prelu,
-    "batch_norm": _batch_norm, "concat": _concat, "split": _split, "slice": _slice,
+    "batch_norm": _batch_norm, "instance_norm": _instance_norm, "concat": _concat, "split": _split, "slice": _slice,
     "softmax": _softmax(ops.softmax), "log_softmax": _softmax(ops.log_softmax), "reduce": _reduce, "pad": _pad,
-    "gather": _gather, "argmax": _argmax, "cumsum": _cumsum,
+    "gather": _gather, "gather_nd": _gather_nd, "gather_elements": _gather_elements, "argmax": _argmax, "cumsum": _cumsum,
     "reshape": _reshape, "flatten": _flatten, "permute": _permute, "squeeze": _squeeze, "unsqueeze": _unsqueeze,
     "expand": _expand, "tile": _tile, "matmul": _matmul, "gemm": _gemm, "linear": _linear,
     "layer_norm": _layer_norm, "stack": _stack,

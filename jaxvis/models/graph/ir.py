@@ -36,7 +36,7 @@ UNARY_OPS = ("relu", "relu6", "clip", "leaky_relu", "elu", "selu", "celu", "gelu
              "reciprocal", "erf", "floor", "ceil", "round", "sign", "sin", "cos", "identity", "cast", "not")
 BINARY_OPS = ("add", "sub", "mul", "div", "pow", "maximum", "minimum", "where", "prelu", "equal", "less", "greater",
               "less_equal", "greater_equal", "and", "or", "mod")
-AXIS_OPS = ("batch_norm", "concat", "split", "slice", "softmax", "log_softmax", "reduce", "pad", "gather", "argmax",
+AXIS_OPS = ("batch_norm", "instance_norm", "concat", "split", "slice", "softmax", "log_softmax", "reduce", "pad", "gather", "gather_nd", "gather_elements", "argmax",
             "cumsum")
 PLAIN_OPS = ("reshape", "flatten", "permute", "squeeze", "unsqueeze", "expand", "tile", "matmul", "gemm", "linear",
              "layer_norm", "stack")
