@@ -101,6 +101,6 @@ def test_reader_imports_no_model_code():
     import subprocess
     import sys
 
-    code = ("import sys, jaxvis.convert.export_archive; "
+    code = ("import sys, jaxvis.convert.export_archive, jaxvis.convert.onnx_file; "
             "bad = [m for m in sys.modules if m.startswith(('jaxvis.models', 'torch', 'jax.'))]; print(bad); assert not bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -37,7 +37,9 @@ def _with_outputs(graph: Graph) -> tuple[Graph, str | None]:
     """Name every unnamed graph output, and find the logits layer."""
     import dataclasses
 
-    by_value = {value: layer for layer, value in graph.layers}
+    by_value: dict[str, str] = {}
+    for layer, value in graph.layers:  # the innermost module names a value several modules return
+        by_value.setdefault(value, layer)
     producers = graph.producers()
     layers = list(graph.layers)
     logits = None
