@@ -35,6 +35,7 @@ class GraphBuilder:
     def __init__(self, name: str, source_format: str):
         self.name, self.source_format = name, source_format
         self.input: str | None = None
+        self.input_layout = "nchw"
         self.input_shape: tuple = ()
         self.nodes: list[Node] = []
         self.shapes: dict[str, jax.ShapeDtypeStruct] = {}
@@ -45,9 +46,9 @@ class GraphBuilder:
 
     # -- declarations -----------------------------------------------------------------------------
 
-    def set_input(self, name: str, shape: Sequence[int], dtype=jnp.float32) -> None:
-        """The image input, NCHW with a batch of one."""
-        self.input, self.input_shape = name, (None, *map(int, shape[1:]))
+    def set_input(self, name: str, shape: Sequence[int], dtype=jnp.float32, layout: str = "nchw") -> None:
+        """The image input with a batch of one, NCHW (or NHWC: `layout="nhwc"`)."""
+        self.input, self.input_shape, self.input_layout = name, (None, *map(int, shape[1:])), layout
         self.shapes[name] = jax.ShapeDtypeStruct(tuple(int(d) for d in shape), dtype)
         self.batched.add(name)
 
@@ -191,5 +192,6 @@ class GraphBuilder:
         graph = Graph(
             name=self.name, input=self.input, input_shape=self.input_shape, nodes=tuple(self.nodes),
             params={k: tuple(v.shape) for k, v in params.items()}, constants=constants,
-            layers=tuple(layers), outputs=tuple(outputs), source_format=self.source_format)
+            layers=tuple(layers), outputs=tuple(outputs), source_format=self.source_format,
+            input_layout=self.input_layout)
         return graph, {"params": {k: jnp.asarray(v) for k, v in params.items()}}

@@ -3,7 +3,8 @@
 Contract: `GraphModule(graph).apply(variables, x[B,H,W,C], outputs=names, relu_redirect=r)` returns
 `{name: activation}` for exactly `names` (layer names of `graph.layers`), running only the nodes
 those layers depend on. A 4-D activation is returned NHWC -- the source framework's NCHW tensor
-transposed -- and any other rank as the source framework has it ([B, N] for logits). Every
+transposed; in a graph whose input is NHWC (TensorFlow exports) a 4-D tensor the source holds NHWC
+is returned as it is -- and any other rank as the source framework has it ([B, N] for logits). Every
 ReLU-family op (relu, relu6, hardtanh / clip at [0, 6] or [0, inf), hardswish, hardsigmoid) runs
 through `jaxvis.models.activations` with `relu_redirect`; convolutions use the formulations of
 `jaxvis.models.layers`. Variables are `{"params": {param_name: array}}` in the layouts
@@ -65,11 +66,11 @@ def channels_last(v: V):
     return jnp.transpose(v.data, (0, 2, 3, 1))
 
 
-def to_output(v: V):
-    """What a layer returns: NHWC for 4-D values, the source's tensor otherwise."""
+def to_output(v: V, channels_first: bool = True):
+    """What a layer returns: NHWC for 4-D values of a channels-first graph, the source's tensor otherwise."""
     if v.cl:
         return v.data
-    return jnp.transpose(v.data, (0, 2, 3, 1)) if jnp.ndim(v.data) == 4 else v.data
+    return jnp.transpose(v.data, (0, 2, 3, 1)) if channels_first and jnp.ndim(v.data) == 4 else v.data
 
 
 def _as_cl_operand(a):
@@ -617,17 +618,18 @@ class GraphModule(nn.Module):
         for name in outputs:
             if name not in values:
                 raise unknown_name(f"layer of model {graph.name}", name, graph.layer_names)
-        channels = graph.input_shape[1]
+        channels = graph.image_shape[2]
         if x.ndim != 4 or x.shape[-1] != channels:
             raise JaxvisError(f"model {graph.name} takes inputs of shape [batch, height, width, {channels}], "
                               f"got {tuple(x.shape)}")
-        env = {graph.input: V(x, True)}
+        env = {graph.input: V(x, graph.input_layout == "nchw")}
         ctx = Ctx(relu_redirect, self.conv_impl)
         for i in graph.needed_nodes([values[name] for name in outputs]):
             node = graph.nodes[i]
             args = [self._value(a, env) for a in node.inputs]
             env.update(zip(node.outputs, run_node(node, args, ctx)))
-        return {name: to_output(env[values[name]]) for name in outputs}
+        channels_first = graph.input_layout == "nchw"
+        return {name: to_output(env[values[name]], channels_first) for name in outputs}
 
     def _value(self, name, env):
         if name is None or not isinstance(name, str):

@@ -106,6 +106,14 @@ def _batch_norm(L, a, out):
            dict(eps=float(a.get("eps", 1e-5))))
 
 
+def _instance_norm(L, a, out):
+    if not a.get("use_input_stats", True):
+        L.node("batch_norm", [a["input"], a.get("weight"), a.get("bias"), a["running_mean"], a["running_var"]], out[:1],
+               dict(eps=float(a.get("eps", 1e-5))))
+        return
+    L.node("instance_norm", [a["input"], a.get("weight"), a.get("bias")], out[:1], dict(eps=float(a.get("eps", 1e-5))))
+
+
 def _pool_args(L, a):
     kernel = L.pair(a["kernel_size"], "kernel_size")
     stride = a.get("stride") or kernel
@@ -290,6 +298,14 @@ def _expand(L, a, out):
     L.node("expand", [a["self"]], out, dict(shape=L.ints(a["size"], "size")))
 
 
+def _expand_as(L, a, out):
+    L.node("expand", [a["self"]], out, dict(shape=L.b.shape(a["other"])))
+
+
+def _view_as(L, a, out):
+    L.node("reshape", [a["self"]], out, dict(shape=L.b.shape(a["other"])))
+
+
 def _repeat(L, a, out):
     L.node("tile", [a["self"]], out, dict(repeats=L.ints(a["repeats"], "repeats")))
 
@@ -403,6 +419,37 @@ def _softplus(L, a, out):
     L.node("softplus", [a["self"]], out, dict(beta=float(a.get("beta", 1.0)), threshold=float(a.get("threshold", 20.0))))
 
 
+_DTYPES = {4: np.int32, 5: np.int64, 6: np.float32, 7: np.float32, 8: np.float32, 12: np.bool_, 13: np.float32}
+
+
+def _factory(kind):
+    """Tensors made from sizes alone (zeros, ones, full, arange, *_like): constants at load time."""
+    def lower(L, a, out):
+        dtype = _DTYPES.get(a.get("dtype"), None)
+        if kind == "arange":
+            start, end = (a.get("start", 0), a["end"])
+            value = np.arange(start, end, a.get("step", 1))
+            dtype = dtype or (np.float32 if value.dtype.kind == "f" else np.int64)
+        else:
+            like = a.get("self")
+            shape = L.b.shape(like) if like is not None else tuple(L.ints(a.get("size", ()), "size"))
+            fill = {"zeros": 0, "ones": 1}.get(kind, a.get("fill_value", a.get("s", 0)))
+            value = np.full(shape, fill)
+            dtype = dtype or (np.float32 if isinstance(fill, float) or like is not None else
+                              (np.bool_ if isinstance(fill, bool) else np.int64))
+        L.b.add_const(out[0], np.asarray(value, dtype))
+    return lower
+
+
+def _vector_norm(L, a, out):
+    order = float(a.get("ord", 2))
+    if order not in (1.0, 2.0):
+        raise L.fail(f"vector norms of order {order} are not supported (1 and 2 are)")
+    dims = a.get("dim")
+    axes = None if dims is None or (not isinstance(dims, int) and len(dims) == 0) else L.ints(dims, "dim")
+    L.node("reduce", [a["self"]], out, dict(kind="l2" if order == 2 else "l1", axes=axes, keepdim=bool(a.get("keepdim", False))))
+
+
 def _celu(L, a, out):
     L.node("celu", [a["self"]], out, dict(alpha=float(a.get("alpha", 1.0))))
 
@@ -434,9 +481,11 @@ _LOWER: dict[str, Callable] = {
     "unbind": _unbind, "slice": _slice, "narrow": _narrow, "select": _select, "index_select": _index_select,
     "view": _view, "reshape": _view, "_unsafe_view": _view, "flatten": _flatten, "permute": _permute,
     "transpose": _transpose, "squeeze": _squeeze, "unsqueeze": _unsqueeze, "expand": _expand, "repeat": _repeat,
+    "expand_as": _expand_as, "view_as": _view_as, "reshape_as": _view_as,
     "mean": _reduce("mean"), "sum": _reduce("sum"), "amax": _reduce("max"), "amin": _reduce("min"), "max": _max_dim,
     "layer_norm": _layer_norm, "native_layer_norm": _layer_norm, "group_norm": _group_norm,
     "native_group_norm": _group_norm,
+    "instance_norm": _instance_norm,
     "softmax": _softmax("softmax"), "_softmax": _softmax("softmax"), "log_softmax": _softmax("log_softmax"),
     "_log_softmax": _softmax("log_softmax"),
     "upsample_nearest2d": _resize("nearest", "asymmetric"),
@@ -450,7 +499,13 @@ _LOWER: dict[str, Callable] = {
     "dropout": _identity, "native_dropout": _identity, "feature_dropout": _identity, "alpha_dropout": _identity,
     "clone": _identity, "contiguous": _identity, "alias": _identity, "detach": _identity, "lift_fresh_copy": _identity,
     "_to_copy": _to, "to": _to, "type_as": _identity,
+    "zeros": _factory("zeros"), "ones": _factory("ones"), "full": _factory("full"), "zeros_like": _factory("zeros"),
+    "ones_like": _factory("ones"), "full_like": _factory("full"), "scalar_tensor": _factory("full"),
+    "arange": _factory("arange"), "linalg_vector_norm": _vector_norm,
 }
+# Checks torch.export records for its own runtime; they compute nothing.
+_IGNORED = ("_assert_async", "_assert_scalar", "_assert_tensor_metadata", "sym_constrain_range",
+            "sym_constrain_range_for_size", "_functional_assert_async", "_functional_sym_constrain_range")
 SUPPORTED_ATEN = tuple(sorted(_LOWER))
 
 _SYM_OPS = {"_operator.mul": operator.mul, "_operator.add": operator.add, "_operator.sub": operator.sub,
@@ -608,6 +663,8 @@ def graph_from_export(archive: ExportArchive, *, name: str = "model", input_size
             continue
         match = re.fullmatch(r"torch\.ops\.aten\.([A-Za-z0-9_]+)\.[A-Za-z0-9_]+", target)
         op = match.group(1) if match else target
+        if op in _IGNORED:
+            continue
         if op not in _LOWER or not match:
             raise JaxvisError(f"torch.export op {target!r} in module {L.where or '<root>'!r} is not supported; "
                               f"supported aten ops: {', '.join(SUPPORTED_ATEN)}")

@@ -1,7 +1,8 @@
 """Lowers an ONNX model (read by `jaxvis.convert.onnx_file`) to the graph IR.
 
 Contract: `graph_from_onnx(model, name=, input_size=)` returns `(Graph, variables)`. The model's one
-real input is the image (NCHW, any batch); its height / width are the file's static sizes, or
+real input is the image (NCHW, any batch; NHWC when its last dimension is a static 1-4 channels and
+its second is not, as TensorFlow exports take images); its height / width are the file's static sizes, or
 `input_size` where they are symbolic (a symbolic size without `input_size` is an error naming the
 dimension). Ops follow the ONNX specification for opsets 11-21 with all their attributes
 (`SUPPORTED_ONNX` lists them); shape arithmetic (`Shape`, `Gather`, `Concat`, ... on sizes) folds to
@@ -570,33 +571,36 @@ def _input(model: OnnxModel, input_size):
                           f"({', '.join(i[0] for i in model.inputs)}); jaxvis needs one image input")
     name, dims, _ = model.inputs[0]
     if len(dims) != 4:
-        raise JaxvisError(f"ONNX model input {name!r} must be an NCHW image batch, got shape {dims}")
-    labels = ("batch", "channels", "height", "width")
-    shape = [1]
-    channels = dims[1]
-    if not isinstance(channels, int) or channels < 1:
-        raise JaxvisError(f"ONNX model input {name!r}: its channel dimension is dynamic ({channels!r})")
-    shape.append(channels)
-    for i in (2, 3):
+        raise JaxvisError(f"ONNX model input {name!r} must be an image batch (NCHW or NHWC), got shape {dims}")
+    small = lambda d: isinstance(d, int) and 1 <= d <= 4  # noqa: E731
+    layout = "nhwc" if small(dims[3]) and not small(dims[1]) else "nchw"  # TensorFlow exports take NHWC
+    labels = ("batch", "height", "width", "channels") if layout == "nhwc" else ("batch", "channels", "height", "width")
+    spatial = (1, 2) if layout == "nhwc" else (2, 3)
+    channel_axis = 3 if layout == "nhwc" else 1
+    shape = [1, 0, 0, 0]
+    if not isinstance(dims[channel_axis], int) or dims[channel_axis] < 1:
+        raise JaxvisError(f"ONNX model input {name!r}: its channel dimension is dynamic ({dims[channel_axis]!r})")
+    shape[channel_axis] = dims[channel_axis]
+    for k, i in enumerate(spatial):
         d = dims[i]
         if isinstance(d, int) and d > 0:
-            if input_size is not None and input_size[i - 2] != d:
+            if input_size is not None and input_size[k] != d:
                 raise JaxvisError(f"ONNX model input {name!r} has a fixed {labels[i]} of {d}; it cannot run at "
                                   f"input_size {tuple(input_size)}")
-            shape.append(d)
+            shape[i] = d
         elif input_size is not None:
-            shape.append(int(input_size[i - 2]))
+            shape[i] = int(input_size[k])
         else:
             raise JaxvisError(f"ONNX model input {name!r}: its {labels[i]} is dynamic ({d or 'unnamed'!r}); "
                               f"pass input_size=(height, width) to fix it")
-    return name, tuple(shape)
+    return name, tuple(shape), layout
 
 
 def graph_from_onnx(model: OnnxModel, *, name: str = "model", input_size=None) -> tuple[Graph, dict]:
     """Lower an ONNX model to `(Graph, variables)` (see the module docstring)."""
     builder = GraphBuilder(name, "ONNX")
-    input_name, shape = _input(model, input_size)
-    builder.set_input(input_name, shape)
+    input_name, shape, layout = _input(model, input_size)
+    builder.set_input(input_name, shape, layout=layout)
     for tensor_name, array in model.initializers.items():
         if array.dtype.kind == "f" and array.size > 1:
             builder.add_param(tensor_name, array.astype(np.float32))

@@ -10,7 +10,8 @@ data, never code: an op is a name from `OPS`, attributes are plain hashable valu
   for a scalar operand; `attrs` is a sorted tuple of `(key, value)` pairs with ints, floats,
   strings, bools, None and tuples of them; `name` is the source node / module the error messages
   name.
-* `Graph`: `input` (value name) and `input_shape` (NCHW, batch first, `None` for the batch),
+* `Graph`: `input` (value name) and `input_shape` (batch first, `None` for the batch; NCHW, or
+  NHWC where `input_layout` is "nhwc", as TensorFlow-exported ONNX files take images),
   `nodes`, `params` (`{name: shape}` of the weights kept in `variables["params"]`, already in
   the executor's layouts, see `convert_weight`), `constants` (`{name: np.ndarray}` small folded
   tensors embedded in the program), `layers` (`((layer_name, value_name), ...)`, the addressable
@@ -90,6 +91,15 @@ class Graph:
     layers: tuple[tuple[str, str], ...]
     outputs: tuple[str, ...]
     source_format: str = ""
+    input_layout: str = "nchw"
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(height, width, channels) of one input image."""
+        if self.input_layout == "nhwc":
+            return tuple(self.input_shape[1:4])
+        _, c, h, w = self.input_shape
+        return h, w, c
 
     @property
     def layer_names(self) -> tuple[str, ...]:

@@ -65,9 +65,8 @@ def _with_outputs(graph: Graph) -> tuple[Graph, str | None]:
 def spec_from_graph(graph: Graph, variables, *, source: str = "", recipe=None) -> ModelSpec:
     """A `ModelSpec` for a lowered graph (see the module docstring)."""
     graph, logits = _with_outputs(graph)
-    _, channels, height, width = graph.input_shape
     return ModelSpec(
-        name=graph.name, module=GraphModule(graph), variables=variables, input_shape=(height, width, channels),
+        name=graph.name, module=GraphModule(graph), variables=variables, input_shape=graph.image_shape,
         layer_names=graph.layer_names, preprocess=UNIT, logits_layer=logits, source=source, recipe=recipe)
 
 
@@ -88,6 +87,6 @@ def load_graph_model(path: str, *, input_size=None) -> ModelSpec:
         graph, variables = graph_from_onnx(read_onnx(path), name=name, input_size=size)
     else:
         raise JaxvisError(f"{path}: not a graph model file (expected one of {', '.join(GRAPH_SUFFIXES)})")
-    _, _, height, width = graph.input_shape
+    height, width, _ = graph.image_shape
     recipe = {"graph": {"format": suffix[1:], "file": os.path.abspath(path), "input_size": [height, width]}}
     return spec_from_graph(graph, variables, source=path, recipe=recipe)

@@ -120,3 +120,33 @@ def test_class_visualization_is_classified_as_its_class_by_torch(mobilenet_check
     with torch.no_grad():
         top1 = model(torch.from_numpy(np.ascontiguousarray(x))).argmax(1).tolist()
     assert top1 == classes
+
+
+class _Misc(torch.nn.Module):
+    """Ops the zoo does not use: factories, normalize, pixel shuffle, PReLU, instance / group norm."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 16, 3, padding="same")
+        self.inorm = torch.nn.InstanceNorm2d(16, affine=True)
+        self.prelu = torch.nn.PReLU(16)
+        self.shuffle = torch.nn.PixelShuffle(2)
+        self.gnorm = torch.nn.GroupNorm(2, 4)
+        self.head = torch.nn.Conv2d(4, 6, 3, stride=2, padding=1, padding_mode="reflect")
+
+    def forward(self, x):
+        x = self.prelu(self.inorm(self.conv(x)))
+        x = self.gnorm(self.shuffle(x)) + torch.ones_like(x[:, :4, :1, :1].repeat(1, 1, 2, 2).sum()) * 0.1
+        x = self.head(x) * torch.arange(6, dtype=torch.float32).reshape(1, 6, 1, 1)
+        return torch.nn.functional.normalize(x.flatten(1), dim=1)
+
+
+def test_less_common_ops_match_torch(tmp_path):
+    model = gm.randomize(_Misc())
+    spec = load_graph_model(gm.export_pt2(model, tmp_path / "misc.pt2", 16))
+    x = np.random.default_rng(4).uniform(size=(2, 16, 16, 3)).astype(np.float32)
+    expected = _hooked_modules(model, x)
+    out = spec.apply_preprocessed(x, tuple(expected) + ("output",))
+    for name, value in expected.items():
+        assert gm.relative_error(out[name], value) < 1e-4, name
+    assert gm.relative_error(out["output"], gm.capture(model, x)[""]) < 1e-4

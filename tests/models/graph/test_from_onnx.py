@@ -132,3 +132,28 @@ def test_dynamic_shape_without_input_size_names_the_dimension(tmp_path):
     spec = load_graph_model(path, input_size=(5, 7))
     out = spec.apply_preprocessed(np.zeros((3, 5, 7, 3), np.float32) - 1.0, ("the_odd_one",))["the_odd_one"]
     np.testing.assert_allclose(out, 0.5)
+
+
+def test_channels_last_input_as_tensorflow_exports_it(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(5, 3, 3, 3)).astype(np.float32)
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["unk__1", 10, 12, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes = [helper.make_node("Transpose", ["images"], ["nchw"], perm=[0, 3, 1, 2], name="to_nchw"),
+             helper.make_node("Conv", ["nchw", "w"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Transpose", ["r"], ["y"], perm=[0, 2, 3, 1], name="to_nhwc")]
+    r = helper.make_tensor_value_info("r", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "tf", [x], [y, r], [numpy_helper.from_array(w, "w")])
+    path = str(tmp_path / "tf.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    spec = load_graph_model(path)
+    assert spec.input_shape == (10, 12, 3)
+    images = rng.uniform(size=(2, 10, 12, 3)).astype(np.float32)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    expected = session.run(["y", "r"], {"images": images})
+    out = spec.apply_preprocessed(images, ("to_nhwc", "relu"))
+    assert gm.relative_error(out["to_nhwc"], expected[0]) < 1e-5
+    assert gm.relative_error(out["relu"], expected[1].transpose(0, 2, 3, 1)) < 1e-5
