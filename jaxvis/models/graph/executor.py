@@ -375,10 +375,10 @@ def _softmax(fn):
 
 
 _REDUCERS = {"mean": jnp.mean, "sum": jnp.sum, "max": jnp.max, "min": jnp.min, "prod": jnp.prod,
-             "sum_square": lambda x, axis, keepdims: jnp.sum(x * x, axis=axis, keepdims=keepdims),
-             "l2": lambda x, axis, keepdims: jnp.sqrt(jnp.sum(x * x, axis=axis, keepdims=keepdims)),
-             "l1": lambda x, axis, keepdims: jnp.sum(jnp.abs(x), axis=axis, keepdims=keepdims),
-             "log_sum_exp": lambda x, axis, keepdims: jax.nn.logsumexp(x, axis=axis, keepdims=keepdims)}
+             "sum_square": lambda x, axis, keepdims=False: jnp.sum(x * x, axis=axis, keepdims=keepdims),
+             "l2": lambda x, axis, keepdims=False: jnp.sqrt(jnp.sum(x * x, axis=axis, keepdims=keepdims)),
+             "l1": lambda x, axis, keepdims=False: jnp.sum(jnp.abs(x), axis=axis, keepdims=keepdims),
+             "log_sum_exp": lambda x, axis, keepdims=False: jax.nn.logsumexp(x, axis=axis, keepdims=keepdims)}
 
 
 def _reduce(attrs, args, ctx):

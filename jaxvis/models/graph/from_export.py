@@ -341,7 +341,7 @@ def _softmax(op):
     return lower
 
 
-def _resize(mode, coordinate_mode=None, antialias=False):
+def _resize(mode, coordinate_mode=None, antialias=False, cubic_a=-0.75):
     def lower(L, a, out):
         x = a.get("input", a.get("self"))
         shape = L.b.shape(x)
@@ -362,7 +362,8 @@ def _resize(mode, coordinate_mode=None, antialias=False):
         coord = coordinate_mode or ("align_corners" if align else "half_pixel")
         scale_attr = tuple(float(s) if s else None for s in scales) if scales is not None else None
         L.node("resize", [x], out, dict(sizes=sizes, scales=scale_attr, mode=mode, coordinate_mode=coord,
-                                       nearest_mode="floor", cubic_a=-0.75, antialias=antialias))
+                                       nearest_mode="floor", cubic_a=cubic_a, antialias=antialias,
+                                       exclude_outside=antialias))  # torch's antialiasing drops outside taps
     return lower
 
 
@@ -491,7 +492,7 @@ _LOWER: dict[str, Callable] = {
     "upsample_nearest2d": _resize("nearest", "asymmetric"),
     "_upsample_nearest_exact2d": _resize("nearest", "tf_half_pixel_for_nn"),
     "upsample_bilinear2d": _resize("linear"), "_upsample_bilinear2d_aa": _resize("linear", antialias=True),
-    "upsample_bicubic2d": _resize("cubic"),
+    "upsample_bicubic2d": _resize("cubic"), "_upsample_bicubic2d_aa": _resize("cubic", antialias=True, cubic_a=-0.5),
     "pad": _pad, "constant_pad_nd": _pad,
     "reflection_pad2d": lambda L, a, out: _pad(L, a, out, "reflect"),
     "replication_pad2d": lambda L, a, out: _pad(L, a, out, "replicate"),

@@ -442,7 +442,8 @@ def _resize(c: _Ctx):
         full_sizes = [int(math.floor(n * s)) for n, s in zip(shape, full_scales)]
     else:
         raise c.fail("Resize needs scales or sizes")
-    if full_sizes[:2] != list(shape[:2]):
+    resizes_batch = full_scales[0] != 1.0 if sizes is None or not np.asarray(sizes).size else False
+    if full_sizes[1] != shape[1] or resizes_batch:  # a sizes batch may differ from the traced batch of one
         raise c.fail("resizing the batch or channel axis is not supported")
     mode = c.attr("mode", "nearest")
     coord = c.attr("coordinate_transformation_mode", "half_pixel")

@@ -27,7 +27,7 @@ import numpy as np
 
 from jaxvis.errors import JaxvisError
 
-__all__ = ["Graph", "Node", "OPS", "convert_weight", "freeze"]
+__all__ = ["Graph", "Node", "OPS", "convert_weight", "freeze", "graph_from_data", "graph_to_data"]
 
 # Every op the executor runs, by how it treats layouts (see executor.py).
 SPATIAL_OPS = ("conv", "max_pool", "avg_pool", "lp_pool", "adaptive_avg_pool", "adaptive_max_pool", "group_norm",
@@ -124,6 +124,35 @@ class Graph:
             needed.add(i)
             stack.extend(producers[v] for v in self.nodes[i].inputs if isinstance(v, str) and v in producers)
         return sorted(needed)
+
+
+def graph_to_data(graph: Graph) -> dict:
+    """The graph as JSON-able data (no weights; constants inline), for a converted file's recipe."""
+    return {
+        "name": graph.name, "input": graph.input, "input_shape": list(graph.input_shape),
+        "input_layout": graph.input_layout, "source_format": graph.source_format,
+        "nodes": [{"op": n.op, "inputs": list(n.inputs), "outputs": list(n.outputs), "attrs": dict(n.attrs),
+                   "name": n.name} for n in graph.nodes],
+        "params": {k: list(v) for k, v in graph.params.items()},
+        "constants": {k: {"dtype": str(v.dtype), "shape": list(v.shape), "data": v.reshape(-1).tolist()}
+                      for k, v in graph.constants.items()},
+        "layers": [list(pair) for pair in graph.layers], "outputs": list(graph.outputs),
+    }
+
+
+def graph_from_data(data: Mapping) -> Graph:
+    """The inverse of `graph_to_data`; a malformed recipe is a `JaxvisError`."""
+    try:
+        return Graph(
+            name=str(data["name"]), input=str(data["input"]), input_shape=tuple(data["input_shape"]),
+            nodes=tuple(Node.make(n["op"], n["inputs"], n["outputs"], n["attrs"], n.get("name", ""))
+                        for n in data["nodes"]),
+            params={k: tuple(v) for k, v in data["params"].items()},
+            constants={k: np.asarray(v["data"], v["dtype"]).reshape(v["shape"]) for k, v in data["constants"].items()},
+            layers=tuple((str(a), str(b)) for a, b in data["layers"]), outputs=tuple(data["outputs"]),
+            source_format=str(data.get("source_format", "")), input_layout=str(data.get("input_layout", "nchw")))
+    except (KeyError, TypeError, ValueError) as error:
+        raise JaxvisError(f"a stored graph recipe is malformed ({error})") from None
 
 
 def convert_weight(kind: str, array: np.ndarray, groups: int = 1) -> np.ndarray:

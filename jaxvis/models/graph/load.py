@@ -16,7 +16,7 @@ import os
 
 from jaxvis.errors import JaxvisError
 from jaxvis.models.graph.executor import GraphModule
-from jaxvis.models.graph.ir import Graph
+from jaxvis.models.graph.ir import Graph, graph_to_data
 from jaxvis.models.spec import UNIT, ModelSpec
 
 __all__ = ["GRAPH_SUFFIXES", "load_graph_model", "spec_from_graph"]
@@ -62,9 +62,11 @@ def _with_outputs(graph: Graph) -> tuple[Graph, str | None]:
     return dataclasses.replace(graph, layers=tuple(layers)), logits
 
 
-def spec_from_graph(graph: Graph, variables, *, source: str = "", recipe=None) -> ModelSpec:
-    """A `ModelSpec` for a lowered graph (see the module docstring)."""
+def spec_from_graph(graph: Graph, variables, *, source: str = "") -> ModelSpec:
+    """A `ModelSpec` for a lowered graph (see the module docstring). Its recipe is
+    `{"graph": ir.graph_to_data(graph)}`: the architecture without weights, as JSON-able data."""
     graph, logits = _with_outputs(graph)
+    recipe = {"graph": graph_to_data(graph)}
     return ModelSpec(
         name=graph.name, module=GraphModule(graph), variables=variables, input_shape=graph.image_shape,
         layer_names=graph.layer_names, preprocess=UNIT, logits_layer=logits, source=source, recipe=recipe)
@@ -87,6 +89,4 @@ def load_graph_model(path: str, *, input_size=None) -> ModelSpec:
         graph, variables = graph_from_onnx(read_onnx(path), name=name, input_size=size)
     else:
         raise JaxvisError(f"{path}: not a graph model file (expected one of {', '.join(GRAPH_SUFFIXES)})")
-    height, width, _ = graph.image_shape
-    recipe = {"graph": {"format": suffix[1:], "file": os.path.abspath(path), "input_size": [height, width]}}
-    return spec_from_graph(graph, variables, source=path, recipe=recipe)
+    return spec_from_graph(graph, variables, source=path)

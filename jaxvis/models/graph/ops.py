@@ -207,14 +207,19 @@ def resize_taps(n_in: int, n_out: int, *, scale: float, mode: str, coordinate_mo
     """Source indices [n_out, taps] and weights [n_out, taps] of a 1-D resize (computed with NumPy).
 
     `scale` is out/in as the source framework uses it for coordinates (ONNX `scales`, torch's
-    `1/scale_factor` when given); coordinate modes are ONNX's (`half_pixel`, `pytorch_half_pixel`,
-    `align_corners`, `asymmetric`, `tf_half_pixel_for_nn`); nearest modes `floor`, `ceil`,
-    `round_prefer_floor`, `round_prefer_ceil`."""
+    `1/scale_factor` when given); coordinate modes are ONNX's (`half_pixel`, `half_pixel_symmetric`,
+    `pytorch_half_pixel`, `align_corners`, `asymmetric`, `tf_half_pixel_for_nn`); nearest modes
+    `floor`, `ceil`, `round_prefer_floor`, `round_prefer_ceil`. Taps outside the input repeat the
+    edge, as ONNX's reference does, unless `exclude_outside` (zero weight, the rest renormalized:
+    torch's antialiasing). `antialias` widens linear / cubic filters by 1/scale when downscaling."""
     dst = np.arange(n_out, dtype=np.float64)
     if coordinate_mode == "half_pixel":
         src = (dst + 0.5) / scale - 0.5
+    elif coordinate_mode == "half_pixel_symmetric":
+        offset = n_in / 2 * (1 - n_out / (scale * n_in))
+        src = offset + (dst + 0.5) / scale - 0.5
     elif coordinate_mode == "pytorch_half_pixel":
-        src = (dst + 0.5) / scale - 0.5 if n_out > 1 else np.zeros_like(dst)
+        src = (dst + 0.5) / scale - 0.5 if n_out > 1 else np.full_like(dst, -0.5)
     elif coordinate_mode == "align_corners":
         src = dst * (n_in - 1) / (n_out - 1) if n_out > 1 else np.zeros_like(dst)
     elif coordinate_mode == "asymmetric":
@@ -235,29 +240,17 @@ def resize_taps(n_in: int, n_out: int, *, scale: float, mode: str, coordinate_mo
         else:
             raise ValueError(f"resize nearest mode {nearest_mode!r} is not supported")
         return np.clip(idx, 0, n_in - 1).astype(np.int32)[:, None], np.ones((n_out, 1), np.float32)
-    if mode == "linear" and not (antialias and scale < 1):
-        src = np.clip(src, 0, n_in - 1)
-        lo = np.floor(src)
-        frac = src - lo
-        idx = np.stack([lo, np.minimum(lo + 1, n_in - 1)], axis=1)
-        weights = np.stack([1 - frac, frac], axis=1)
-    elif mode == "linear":  # antialiased downscale: a triangle filter stretched by 1/scale
-        support = 1.0 / scale
-        lo = np.floor(src - support) + 1
-        offsets = np.arange(int(math.ceil(2 * support)) + 1)
-        idx = lo[:, None] + offsets[None]
-        weights = np.maximum(0.0, 1.0 - np.abs(idx - src[:, None]) * scale)
-        weights = np.where((idx >= 0) & (idx < n_in), weights, 0.0)
-        weights = weights / weights.sum(axis=1, keepdims=True)
-    elif mode == "cubic":
-        lo = np.floor(src)
-        idx = lo[:, None] + np.arange(-1, 3)[None]
-        weights = _cubic_weights(idx - src[:, None], cubic_a)
-        if exclude_outside:
-            weights = np.where((idx >= 0) & (idx < n_in), weights, 0.0)
-            weights = weights / weights.sum(axis=1, keepdims=True)
-    else:
+    if mode not in ("linear", "cubic"):
         raise ValueError(f"resize mode {mode!r} is not supported")
+    support = 1.0 if mode == "linear" else 2.0  # of the filter, in input pixels at scale 1
+    stretch = min(scale, 1.0) if antialias else 1.0
+    start = int(np.floor(-support / stretch)) + 1
+    idx = np.floor(src)[:, None] + np.arange(start, 1 - start + 1)[None]
+    t = (idx - src[:, None]) * stretch
+    weights = np.maximum(0.0, 1.0 - np.abs(t)) if mode == "linear" else _cubic_weights(t, cubic_a)
+    if exclude_outside:
+        weights = np.where((idx >= 0) & (idx < n_in), weights, 0.0)
+    weights = weights / weights.sum(axis=1, keepdims=True)
     return np.clip(idx, 0, n_in - 1).astype(np.int32), weights.astype(np.float32)
 
 

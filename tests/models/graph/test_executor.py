@@ -88,3 +88,17 @@ def test_bad_node_is_one_error_naming_it():
     with pytest.raises(JaxvisError, match="'odd'") as error:
         b.node("reshape", ["x"], ["y"], dict(shape=(1, 7)), name="odd")
     assert "\n" not in str(error.value)
+
+
+def test_graph_round_trips_through_json_data():
+    import json
+
+    from jaxvis.models.graph.ir import graph_from_data, graph_to_data
+
+    graph, variables = _graph()
+    again = graph_from_data(json.loads(json.dumps(graph_to_data(graph))))
+    assert again.nodes == graph.nodes and again.layers == graph.layers
+    x = jnp.ones((2, 4, 4, 2))
+    np.testing.assert_array_equal(GraphModule(again).apply(variables, x)["fc"], GraphModule(graph).apply(variables, x)["fc"])
+    with pytest.raises(JaxvisError, match="malformed"):
+        graph_from_data({"name": "x"})

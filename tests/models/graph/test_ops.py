@@ -82,7 +82,7 @@ def test_conv_matches_torch(dilation, groups, padding):
 @pytest.mark.parametrize("mode,kwargs", [
     ("nearest", {}), ("nearest-exact", {}), ("bilinear", {"align_corners": False}), ("bilinear", {"align_corners": True}),
     ("bicubic", {"align_corners": False}), ("bicubic", {"align_corners": True}),
-    ("bilinear", {"align_corners": False, "antialias": True}),
+    ("bilinear", {"align_corners": False, "antialias": True}), ("bicubic", {"align_corners": False, "antialias": True}),
 ])
 @pytest.mark.parametrize("size", [(17, 6), (4, 5), (22, 26)])
 def test_resize_matches_torch_interpolate(mode, kwargs, size):
@@ -91,8 +91,9 @@ def test_resize_matches_torch_interpolate(mode, kwargs, size):
         mode, "align_corners" if kwargs.get("align_corners") else "half_pixel")
     y = _nhwc(X)
     for axis, n in zip((1, 2), size):
+        antialias = kwargs.get("antialias", False)  # torch's antialiasing drops taps outside the input
         idx, w = ops.resize_taps(y.shape[axis], n, scale=n / y.shape[axis], mode=kind, coordinate_mode=coord,
-                                 antialias=kwargs.get("antialias", False))
+                                 antialias=antialias, exclude_outside=antialias, cubic_a=-0.5 if antialias else -0.75)
         y = ops.resize_axis(y, axis, idx, w)
     _check(y, F.interpolate(X, size=size, mode=mode, **kwargs))
 
