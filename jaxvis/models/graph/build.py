@@ -149,24 +149,23 @@ class GraphBuilder:
             jnp.bool_ if array.dtype == np.bool_ else jnp.int32)
 
     def _free_batch(self, node: Node, batched: bool) -> Node:
-        """Shape targets traced for one image (`view(x, [1, 512])`) keep the batch free."""
+        """Shape targets traced for one image keep the batch free: `view(x, [1, 512])` becomes
+        `view(x, [-1, 512])`, and a view merging the batch into the next axis (`[1, 4, 9, 11]` to
+        `[4, 9, 11]`, as decomposed matmuls do) or splitting it out again scales its first axis."""
         if not batched or node.op not in ("reshape", "expand"):
             return node
         attrs = node.attr
         shape = list(attrs["shape"])
-        if not shape or shape[0] not in (1, -1):
-            return node
         x = self.shape(node.inputs[0])
-        if not x or x[0] != 1:
+        if not shape or not x:
             return node
-        if node.op == "reshape":
-            if len(shape) > 1 and -1 in shape[1:]:
-                known = int(np.prod([d for d in shape[1:] if d != -1]) * (1 if shape[0] == -1 else shape[0]))
-                known = max(known, 1)
-                shape[shape[1:].index(-1) + 1] = int(np.prod(x)) // known
-            shape[0] = -1
-        else:
-            shape[0] = -1
+        if node.op == "expand" and (shape[0] not in (1, -1) or x[0] != 1):
+            return node
+        shape[0] = -1
+        if node.op == "reshape":  # the batch scales the first dimension; the others are the traced ones
+            from jaxvis.models.graph.executor import _target_shape
+
+            shape = [-1, *_target_shape(x, attrs["shape"], attrs.get("allowzero", False))[1:]]
         attrs["shape"] = tuple(shape)
         return Node.make(node.op, node.inputs, node.outputs, attrs, node.name)
 

@@ -161,6 +161,8 @@ _UNARY: dict[str, Callable] = {
     "neg": lambda x, a, c: -x,
     "reciprocal": lambda x, a, c: 1.0 / x,
     "erf": lambda x, a, c: jax.scipy.special.erf(x),
+    "expm1": lambda x, a, c: jnp.expm1(x),
+    "log1p": lambda x, a, c: jnp.log1p(x),
     "floor": lambda x, a, c: jnp.floor(x),
     "ceil": lambda x, a, c: jnp.ceil(x),
     "round": lambda x, a, c: jnp.round(x),
@@ -428,6 +430,33 @@ def _gather_nd(attrs, args, ctx):
     return [V(gather(x, indices), False)]
 
 
+def _index(attrs, args, ctx):
+    """torch advanced indexing `x[i0, i1, ...]`: NumPy's rules, None for a full slice."""
+    x = plain(args[0])
+    index = []
+    for a in args[1:]:
+        if a is None:
+            index.append(slice(None))
+        else:
+            i = jnp.asarray(a.data)
+            if i.dtype == jnp.bool_:
+                raise ValueError("boolean-mask indexing is not supported")
+            index.append(i)
+    return [V(x[tuple(index)], False)]
+
+
+def _slice_scatter(attrs, args, ctx):
+    """torch `slice_scatter`: `x` with `x[start:end:step]` along `axis` replaced by `src`."""
+    x, src = plain(args[0]), plain(args[1])
+    axis = _axis(attrs["axis"], jnp.ndim(x))
+    if axis != 0 and x.shape[0] == 1 and src.shape[0] != 1:  # a buffer made for the traced batch of one
+        x = jnp.broadcast_to(x, (src.shape[0],) + x.shape[1:])
+    start, stop, step = slice(attrs.get("start"), attrs.get("end"), attrs.get("step", 1)).indices(x.shape[axis])
+    index = [slice(None)] * jnp.ndim(x)
+    index[axis] = slice(start, stop, step)
+    return [V(x.at[tuple(index)].set(src), False)]
+
+
 def _gather_elements(attrs, args, ctx):
     x, indices = plain(args[0]), jnp.asarray(args[1].data)
     axis = _axis(attrs.get("axis", 0), jnp.ndim(x))
@@ -584,7 +613,7 @@ HANDLERS: dict[str, Callable] = {
     "where": _where, "prelu": _prelu,
     "batch_norm": _batch_norm, "instance_norm": _instance_norm, "concat": _concat, "split": _split, "slice": _slice,
     "softmax": _softmax(ops.softmax), "log_softmax": _softmax(ops.log_softmax), "reduce": _reduce, "pad": _pad,
-    "gather": _gather, "gather_nd": _gather_nd, "gather_elements": _gather_elements, "argmax": _argmax, "cumsum": _cumsum,
+    "gather": _gather, "gather_nd": _gather_nd, "gather_elements": _gather_elements, "index": _index, "slice_scatter": _slice_scatter, "argmax": _argmax, "cumsum": _cumsum,
     "reshape": _reshape, "flatten": _flatten, "permute": _permute, "squeeze": _squeeze, "unsqueeze": _unsqueeze,
     "expand": _expand, "tile": _tile, "matmul": _matmul, "gemm": _gemm, "linear": _linear,
     "layer_norm": _layer_norm, "stack": _stack,

@@ -164,7 +164,7 @@ def _clamp(L, a, out, lo=_Unset, hi=_Unset):
             x = L.node("maximum", [x, lo], [out[0] + "__lo"])[0]
         L.node("minimum" if hi is not None else "identity", [x, hi] if hi is not None else [x], out)
         return
-    L.node("clip", [a["self"]], out, dict(min=None if lo is None else float(lo), max=None if hi is None else float(hi)))
+    L.node("clip", [a["self"]], out, dict(min=lo, max=hi))  # ints stay ints: index arithmetic clamps them
 
 
 def _gelu(L, a, out):
@@ -263,6 +263,23 @@ def _select(L, a, out):
 
 def _index_select(L, a, out):
     L.node("gather", [a["self"], a["index"]], out, dict(axis=int(a["dim"])))
+
+
+def _index(L, a, out):
+    indices = list(a["indices"])
+    if all(i is None for i in indices):
+        raise L.fail("an index with no index tensors")
+    L.node("index", [a["self"], *indices], out)
+
+
+def _slice_scatter(L, a, out):
+    L.node("slice_scatter", [a["self"], a["src"]], out, dict(axis=int(a.get("dim", 0)), start=a.get("start"),
+                                                             end=a.get("end"), step=int(a.get("step", 1))))
+
+
+def _copy(L, a, out):
+    """Functional `copy(self, src)`: src's values in self's shape."""
+    L.node("expand", [a["src"]], out, dict(shape=L.b.shape(a["self"]), numpy=True))
 
 
 def _view(L, a, out):
@@ -498,7 +515,9 @@ _LOWER: dict[str, Callable] = {
     "replication_pad2d": lambda L, a, out: _pad(L, a, out, "replicate"),
     "pixel_shuffle": _pixel_shuffle,
     "dropout": _identity, "native_dropout": _identity, "feature_dropout": _identity, "alpha_dropout": _identity,
-    "clone": _identity, "contiguous": _identity, "alias": _identity, "detach": _identity, "lift_fresh_copy": _identity,
+    "clone": _identity, "contiguous": _identity, "alias": _identity, "detach": _identity, "detach_": _identity,
+    "index": _index, "copy": _copy, "slice_scatter": _slice_scatter, "expm1": _unary("expm1"), "log1p": _unary("log1p"),
+    "empty": _factory("zeros"), "empty_like": _factory("zeros"), "lift_fresh_copy": _identity,
     "_to_copy": _to, "to": _to, "type_as": _identity,
     "zeros": _factory("zeros"), "ones": _factory("ones"), "full": _factory("full"), "zeros_like": _factory("zeros"),
     "ones_like": _factory("ones"), "full_like": _factory("full"), "scalar_tensor": _factory("full"),
