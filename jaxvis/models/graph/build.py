@@ -165,7 +165,10 @@ class GraphBuilder:
         if node.op == "reshape":  # the batch scales the first dimension; the others are the traced ones
             from jaxvis.models.graph.executor import _target_shape
 
-            shape = [-1, *_target_shape(x, attrs["shape"], attrs.get("allowzero", False))[1:]]
+            try:
+                shape = [-1, *_target_shape(x, attrs["shape"], attrs.get("allowzero", False))[1:]]
+            except ValueError:
+                return node  # a bad target: tracing the node reports it
         attrs["shape"] = tuple(shape)
         return Node.make(node.op, node.inputs, node.outputs, attrs, node.name)
 
