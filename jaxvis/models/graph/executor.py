@@ -218,6 +218,38 @@ def _binary(fn):
     return handler
 
 
+def _per_axis(v, attrs, rank):
+    """A per-channel quantization scale / zero point [C] placed on `axis` of a rank-`rank` tensor."""
+    if not isinstance(v, V) or jnp.ndim(v.data) != 1 or v.data.shape[0] == 1:
+        return v
+    axis = _axis(attrs.get("axis", 1), rank)
+    return V(jnp.reshape(jnp.asarray(v.data, jnp.float32), (-1,) + (1,) * (rank - axis - 1)))
+
+
+def _quantize(attrs, args, ctx):
+    """ONNX QuantizeLinear as fake quantization: round(x / scale) + zero point, saturated, kept in
+    float; rounding passes gradients straight through, so a quantized model can still be visualized."""
+    x = args[0]
+    rank = jnp.ndim(x.data)
+    scale = _per_axis(args[1], attrs, rank)
+    zero = _per_axis(args[2], attrs, rank) if len(args) > 2 and args[2] is not None else 0.0
+
+    def fn(x, s, z):
+        q = x / s
+        q = q + lax.stop_gradient(jnp.round(q) - q)
+        return jnp.clip(q + jnp.asarray(z, jnp.float32), attrs["qmin"], attrs["qmax"])
+    return [_elementwise(fn, x, scale, zero)]
+
+
+def _dequantize(attrs, args, ctx):
+    """ONNX DequantizeLinear: (x - zero point) * scale, per tensor or per `axis`."""
+    x = V(jnp.asarray(args[0].data, jnp.float32), args[0].cl)
+    rank = jnp.ndim(x.data)
+    scale = _per_axis(args[1], attrs, rank)
+    zero = _per_axis(args[2], attrs, rank) if len(args) > 2 and args[2] is not None else 0.0
+    return [_elementwise(lambda x, s, z: (x - jnp.asarray(z, jnp.float32)) * s, x, scale, zero)]
+
+
 def _where(attrs, args, ctx):
     return [_elementwise(jnp.where, *args)]
 
@@ -610,7 +642,7 @@ HANDLERS: dict[str, Callable] = {
     "resize": _resize, "lrn": _lrn, "depth_to_space": _depth_to_space,
     **{op: _float_unary(fn) for op, fn in _UNARY.items()},
     **{op: _binary(fn) for op, fn in _BINARY.items()},
-    "where": _where, "prelu": _prelu,
+    "where": _where, "prelu": _prelu, "quantize": _quantize, "dequantize": _dequantize,
     "batch_norm": _batch_norm, "instance_norm": _instance_norm, "concat": _concat, "split": _split, "slice": _slice,
     "softmax": _softmax(ops.softmax), "log_softmax": _softmax(ops.log_softmax), "reduce": _reduce, "pad": _pad,
     "gather": _gather, "gather_nd": _gather_nd, "gather_elements": _gather_elements, "index": _index, "slice_scatter": _slice_scatter, "argmax": _argmax, "cumsum": _cumsum,

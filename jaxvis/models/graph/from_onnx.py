@@ -249,6 +249,34 @@ def _variadic(op):
     return lower
 
 
+_QRANGES = {"uint8": (0, 255), "int8": (-128, 127), "uint16": (0, 65535), "int16": (-32768, 32767),
+            "uint4": (0, 15), "int4": (-8, 7)}
+
+
+def _quantize(c: _Ctx):
+    import onnx
+
+    if c.attr("block_size", 0):
+        raise c.fail("blocked quantization (block_size) is not supported")
+    zero = c.input(2)
+    if zero is not None:
+        kind = str(c.b.known[zero].dtype) if zero in c.b.known else "uint8"
+    else:
+        to = c.attr("output_dtype", onnx.TensorProto.UINT8) or onnx.TensorProto.UINT8
+        kind = {onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT16: "uint16",
+                onnx.TensorProto.INT16: "int16"}.get(to, "uint8")
+    if kind not in _QRANGES:
+        raise c.fail(f"quantization to {kind} is not supported")
+    qmin, qmax = _QRANGES[kind]
+    c.add("quantize", [c.input(0), c.input(1), zero], attrs=dict(axis=int(c.attr("axis", 1)), qmin=qmin, qmax=qmax))
+
+
+def _dequantize(c: _Ctx):
+    if c.attr("block_size", 0):
+        raise c.fail("blocked quantization (block_size) is not supported")
+    c.add("dequantize", [c.input(0), c.input(1), c.input(2)], attrs=dict(axis=int(c.attr("axis", 1))))
+
+
 def _where(c: _Ctx):
     c.add("where", [c.input(0), c.input(1), c.input(2)])
 
@@ -560,6 +588,7 @@ _LOWER: dict[str, Callable] = {
     "ReduceLogSumExp": _reduce("log_sum_exp", 18),
     "ArgMax": _argmax(False), "ArgMin": _argmax(True),
     "Softmax": _softmax("softmax"), "LogSoftmax": _softmax("log_softmax"),
+    "QuantizeLinear": _quantize, "DequantizeLinear": _dequantize,
     "Resize": _resize, "Pad": _pad, "DepthToSpace": _depth_to_space, "CumSum": _cumsum,
     "Constant": _constant, "Shape": _shape, "Size": _size, "ConstantOfShape": _constant_of_shape, "Range": _range,
 }

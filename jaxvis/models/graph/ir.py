@@ -36,7 +36,8 @@ UNARY_OPS = ("relu", "relu6", "clip", "leaky_relu", "elu", "selu", "celu", "gelu
              "hardsigmoid", "sigmoid", "tanh", "softplus", "softsign", "exp", "log", "sqrt", "rsqrt", "abs", "neg",
              "reciprocal", "erf", "expm1", "log1p", "floor", "ceil", "round", "sign", "sin", "cos", "identity", "cast", "not")
 BINARY_OPS = ("add", "sub", "mul", "div", "pow", "maximum", "minimum", "where", "prelu", "equal", "less", "greater",
-              "less_equal", "greater_equal", "and", "or", "mod")
+              "less_equal", "greater_equal", "and", "or", "mod",
+              "quantize", "dequantize")
 AXIS_OPS = ("batch_norm", "instance_norm", "concat", "split", "slice", "softmax", "log_softmax", "reduce", "pad", "gather", "gather_nd", "gather_elements", "index", "slice_scatter", "argmax",
             "cumsum")
 PLAIN_OPS = ("reshape", "flatten", "permute", "squeeze", "unsqueeze", "expand", "tile", "matmul", "gemm", "linear",

@@ -135,3 +135,36 @@ def test_single_op_matches_onnxruntime(case, tmp_path):
         value = value.transpose(0, 2, 3, 1) if value.ndim == 4 else value
         assert actual.shape == value.shape, (actual.shape, value.shape)
         assert relative_error(actual, value) < 1e-4, relative_error(actual, value)
+
+
+def test_quantized_qdq_model_matches_onnxruntime(tmp_path):
+    """A QDQ-quantized conv (int8 per-channel weights, uint8 activations), as deployed models ship."""
+    w = _f(6, 4, 3, 3, scale=0.3)
+    w_scale = (np.abs(w).reshape(6, -1).max(1) / 127).astype(np.float32)
+    w_q = np.clip(np.round(w / w_scale[:, None, None, None]), -127, 127).astype(np.int8)
+    inits = [numpy_helper.from_array(w_q, "w_q"), numpy_helper.from_array(w_scale, "w_scale"),
+             numpy_helper.from_array(np.zeros(6, np.int8), "w_zero"), numpy_helper.from_array(np.float32(0.02), "a_scale"),
+             numpy_helper.from_array(np.uint8(128), "a_zero"), numpy_helper.from_array(np.float32(0.05), "o_scale"),
+             numpy_helper.from_array(np.uint8(0), "o_zero")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "a_scale", "a_zero"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "a_scale", "a_zero"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w"], axis=0),
+             helper.make_node("Conv", ["xd", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("QuantizeLinear", ["r", "o_scale", "o_zero"], ["rq"]),
+             helper.make_node("DequantizeLinear", ["rq", "o_scale", "o_zero"], ["y"], name="out")]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(SHAPE))
+    graph = helper.make_graph(nodes, "qdq", [x], [helper.make_empty_tensor_value_info("y")], inits)
+    path = str(tmp_path / "qdq.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    images = RNG.normal(size=SHAPE).astype(np.float32)
+    expected = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(["y"], {"x": images})[0]
+    spec = load_graph_model(path)
+    out = np.asarray(spec.apply_preprocessed(images.transpose(0, 2, 3, 1), ("out",))["out"])
+    # one quantization step of the output is the most a rounding tie may move a value
+    assert np.max(np.abs(out - expected.transpose(0, 2, 3, 1))) <= 0.05 + 1e-6
+    assert np.mean(np.abs(out - expected.transpose(0, 2, 3, 1)) < 1e-5) > 0.99
+    import jax
+
+    grad = jax.grad(lambda v: spec.apply_preprocessed(v, ("out",))["out"].sum())(images.transpose(0, 2, 3, 1))
+    assert np.count_nonzero(np.asarray(grad)) > 0.5 * grad.size  # rounding passes gradients straight through
