@@ -43,6 +43,7 @@ class GraphBuilder:
         self.params: set[str] = set()
         self.batched: set[str] = set()
         self.weight_kinds: dict[str, tuple[str, int, str]] = {}
+        self.per_item = False  # set when a node moves the batch off axis 0
 
     # -- declarations -----------------------------------------------------------------------------
 
@@ -118,6 +119,8 @@ class GraphBuilder:
                     self.params.add(out)
             return outputs
         batched = any(v in self.batched for v in tensors)
+        if batched and self._moves_batch(node):
+            self.per_item = True
         node = self._free_batch(node, batched)
 
         def trace(*arrays):
@@ -142,6 +145,33 @@ class GraphBuilder:
                 self.batched.add(out)
         self.nodes.append(node)
         return outputs
+
+    def _moves_batch(self, node: Node) -> bool:
+        """Whether a node on a batched value moves or mixes the batch axis 0 (then the traced
+        shapes hold for one image only, and the graph runs per image)."""
+        attrs = node.attr
+        first = node.inputs[0]
+        rank = len(self.shape(first)) if isinstance(first, str) and self.has(first) else 0
+        if rank == 0:
+            return False
+        on_batch = lambda axis: int(axis) % rank == 0  # noqa: E731
+        if node.op == "permute":
+            return not on_batch(attrs["perm"][0])
+        if node.op in ("concat", "split", "gather", "gather_elements", "softmax", "log_softmax", "cumsum", "argmax",
+                       "slice_scatter"):
+            return on_batch(attrs.get("axis", 0))
+        if node.op == "stack":
+            return int(attrs["axis"]) % (rank + 1) == 0
+        if node.op == "slice":  # a whole-axis slice of the batch (`x[:, 1:]` in torch) keeps it
+            return any(on_batch(a) and not (start in (0, None) and (end is None or end >= 2 ** 31) and step == 1)
+                       for a, start, end, step in zip(attrs["axes"], attrs["starts"], attrs["ends"], attrs["steps"]))
+        if node.op == "reduce":
+            return attrs.get("axes") is None or any(on_batch(a) for a in attrs["axes"])
+        if node.op == "tile":
+            return int(attrs["repeats"][0]) != 1
+        if node.op == "index":
+            return node.inputs[1] is not None
+        return node.op in ("gather_nd", "scatter_nd", "einsum")
 
     @staticmethod
     def _dtype(array):
@@ -195,5 +225,5 @@ class GraphBuilder:
             name=self.name, input=self.input, input_shape=self.input_shape, nodes=tuple(self.nodes),
             params={k: tuple(v.shape) for k, v in params.items()}, constants=constants,
             layers=tuple(layers), outputs=tuple(outputs), source_format=self.source_format,
-            input_layout=self.input_layout)
+            input_layout=self.input_layout, per_item=self.per_item)
         return graph, {"params": {k: jnp.asarray(v) for k, v in params.items()}}

@@ -17,6 +17,10 @@ elementwise ops keep `cl` (a small plain operand such as a [C,1,1] buffer is bro
 axis ops (concat, slice, split, softmax, reductions, pad, batch norm) remap their axes; shape ops
 (reshape, flatten, permute, matmul, ...) see the source's NCHW tensor, so flatten stays C·H·W.
 `permute(0,2,3,1)` of a `cl` value and `permute(0,3,1,2)` back cost nothing.
+
+Batch: shapes are traced for one image and the batch rides on axis 0. A graph that moves the batch
+off axis 0 (`graph.per_item`, e.g. a decomposed einsum) runs each image as a batch of one under
+`jax.vmap`, which is what its fixed shapes describe.
 """
 
 from __future__ import annotations
@@ -625,6 +629,23 @@ def _stack(attrs, args, ctx):
     return [V(jnp.stack(datas, axis=_axis(attrs["axis"], jnp.ndim(datas[0]) + 1)), False)]
 
 
+def _einsum(attrs, args, ctx):
+    return [V(jnp.einsum(attrs["equation"], *[plain(a) for a in args]), False)]
+
+
+_SCATTER = {"none": lambda ref, u: ref.set(u), "add": lambda ref, u: ref.add(u), "mul": lambda ref, u: ref.multiply(u),
+            "max": lambda ref, u: ref.max(u), "min": lambda ref, u: ref.min(u)}
+
+
+def _scatter_nd(attrs, args, ctx):
+    """ONNX ScatterND: `x` with the entries (or slices) at `indices` replaced (or reduced) by `updates`."""
+    x, indices, updates = plain(args[0]), jnp.asarray(args[1].data), plain(args[2])
+    k = indices.shape[-1]
+    indices = jnp.where(indices < 0, indices + jnp.asarray(x.shape[:k]), indices)
+    index = tuple(indices[..., i] for i in range(k))
+    return [V(_SCATTER[attrs.get("reduction", "none")](x.at[index], updates), False)]
+
+
 def _depth_to_space(attrs, args, ctx):
     x = plain(args[0])
     n, c, h, w = x.shape
@@ -648,7 +669,7 @@ HANDLERS: dict[str, Callable] = {
     "gather": _gather, "gather_nd": _gather_nd, "gather_elements": _gather_elements, "index": _index, "slice_scatter": _slice_scatter, "argmax": _argmax, "cumsum": _cumsum,
     "reshape": _reshape, "flatten": _flatten, "permute": _permute, "squeeze": _squeeze, "unsqueeze": _unsqueeze,
     "expand": _expand, "tile": _tile, "matmul": _matmul, "gemm": _gemm, "linear": _linear,
-    "layer_norm": _layer_norm, "stack": _stack,
+    "layer_norm": _layer_norm, "stack": _stack, "einsum": _einsum, "scatter_nd": _scatter_nd,
 }
 
 
@@ -683,14 +704,28 @@ class GraphModule(nn.Module):
         if x.ndim != 4 or x.shape[-1] != channels:
             raise JaxvisError(f"model {graph.name} takes inputs of shape [batch, height, width, {channels}], "
                               f"got {tuple(x.shape)}")
-        env = {graph.input: V(x, graph.input_layout == "nchw")}
+        nodes = [graph.nodes[i] for i in graph.needed_nodes([values[name] for name in outputs])]
+        known: dict = {}  # weights and constants the nodes read, fetched once from the variables
+        for node in nodes:
+            for a in node.inputs:
+                if isinstance(a, str) and a not in known and (a in graph.params or a in graph.constants):
+                    known[a] = self._value(a, known)
         ctx = Ctx(relu_redirect, self.conv_impl)
-        for i in graph.needed_nodes([values[name] for name in outputs]):
-            node = graph.nodes[i]
-            args = [self._value(a, env) for a in node.inputs]
-            env.update(zip(node.outputs, run_node(node, args, ctx)))
         channels_first = graph.input_layout == "nchw"
-        return {name: to_output(env[values[name]], channels_first) for name in outputs}
+
+        def run(x):
+            env = dict(known)
+            env[graph.input] = V(x, channels_first)
+            for node in nodes:
+                args = [env[a] if isinstance(a, str) else a for a in node.inputs]
+                env.update(zip(node.outputs, run_node(node, args, ctx)))
+            return {name: to_output(env[values[name]], channels_first) for name in outputs}
+
+        if not graph.per_item:
+            return run(x)
+        # shapes fixed for one image: run each image as a batch of one
+        found = jax.vmap(lambda xi: run(xi[None]))(x)
+        return {k: v[:, 0] if v.ndim > 1 and v.shape[1] == 1 else v for k, v in found.items()}
 
     def _value(self, name, env):
         if name is None or not isinstance(name, str):
@@ -710,3 +745,5 @@ class GraphModule(nn.Module):
             env[name] = V(value)
             return env[name]
         raise JaxvisError(f"internal: value {name!r} of model {self.graph.name} is used before it is computed")
+
+

@@ -277,6 +277,16 @@ def _slice_scatter(L, a, out):
                                                              end=a.get("end"), step=int(a.get("step", 1))))
 
 
+def _flip(L, a, out):
+    dims = L.ints(a["dims"], "dims")
+    L.node("slice", [a["self"]], out, dict(axes=dims, starts=(-1,) * len(dims), ends=(-2 ** 62,) * len(dims),
+                                           steps=(-1,) * len(dims)))
+
+
+def _einsum(L, a, out):
+    L.node("einsum", list(a["tensors"]), out, dict(equation=a["equation"].replace(" ", "")))
+
+
 def _copy(L, a, out):
     """Functional `copy(self, src)`: src's values in self's shape."""
     L.node("expand", [a["src"]], out, dict(shape=L.b.shape(a["self"]), numpy=True))
@@ -516,7 +526,7 @@ _LOWER: dict[str, Callable] = {
     "pixel_shuffle": _pixel_shuffle,
     "dropout": _identity, "native_dropout": _identity, "feature_dropout": _identity, "alpha_dropout": _identity,
     "clone": _identity, "contiguous": _identity, "alias": _identity, "detach": _identity, "detach_": _identity,
-    "index": _index, "copy": _copy, "slice_scatter": _slice_scatter, "expm1": _unary("expm1"), "log1p": _unary("log1p"),
+    "index": _index, "copy": _copy, "einsum": _einsum, "flip": _flip, "slice_scatter": _slice_scatter, "expm1": _unary("expm1"), "log1p": _unary("log1p"),
     "empty": _factory("zeros"), "empty_like": _factory("zeros"), "lift_fresh_copy": _identity,
     "_to_copy": _to, "to": _to, "type_as": _identity,
     "zeros": _factory("zeros"), "ones": _factory("ones"), "full": _factory("full"), "zeros_like": _factory("zeros"),

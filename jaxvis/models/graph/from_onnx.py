@@ -501,6 +501,31 @@ def _pad(c: _Ctx):
                                  value=0.0 if value is None or np.asarray(value).size == 0 else float(np.asarray(value).reshape(-1)[0])))
 
 
+def _einsum(c: _Ctx):
+    c.add("einsum", [i for i in c.node.inputs if i], attrs=dict(equation=c.attr("equation").replace(" ", "")))
+
+
+def _scatter_nd(c: _Ctx):
+    c.add("scatter_nd", [c.input(0), c.input(1), c.input(2)], attrs=dict(reduction=c.attr("reduction", "none")))
+
+
+def _thresholded_relu(c: _Ctx):
+    alpha = float(c.attr("alpha", 1.0))
+    mask = c.add("greater", [c.input(0), alpha], outputs=[c.tmp("mask")])[0]
+    c.add("where", [mask, c.input(0), 0.0])
+
+
+def _shrink(c: _Ctx):
+    lambd, bias = float(c.attr("lambd", 0.5)), float(c.attr("bias", 0.0))
+    x = c.input(0)
+    low = c.add("less", [x, -lambd], outputs=[c.tmp("low")])[0]
+    high = c.add("greater", [x, lambd], outputs=[c.tmp("high")])[0]
+    up = c.add("add", [x, bias], outputs=[c.tmp("up")])[0]
+    down = c.add("sub", [x, bias], outputs=[c.tmp("down")])[0]
+    inner = c.add("where", [high, down, 0.0], outputs=[c.tmp("inner")])[0]
+    c.add("where", [low, up, inner])
+
+
 def _depth_to_space(c: _Ctx):
     c.add("depth_to_space", [c.input(0)], attrs=dict(blocksize=int(c.attr("blocksize")), mode=c.attr("mode", "DCR")))
 
@@ -589,6 +614,7 @@ _LOWER: dict[str, Callable] = {
     "ArgMax": _argmax(False), "ArgMin": _argmax(True),
     "Softmax": _softmax("softmax"), "LogSoftmax": _softmax("log_softmax"),
     "QuantizeLinear": _quantize, "DequantizeLinear": _dequantize,
+    "Einsum": _einsum, "ScatterND": _scatter_nd, "ThresholdedRelu": _thresholded_relu, "Shrink": _shrink,
     "Resize": _resize, "Pad": _pad, "DepthToSpace": _depth_to_space, "CumSum": _cumsum,
     "Constant": _constant, "Shape": _shape, "Size": _size, "ConstantOfShape": _constant_of_shape, "Range": _range,
 }

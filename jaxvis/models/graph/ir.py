@@ -41,7 +41,7 @@ BINARY_OPS = ("add", "sub", "mul", "div", "pow", "maximum", "minimum", "where", 
 AXIS_OPS = ("batch_norm", "instance_norm", "concat", "split", "slice", "softmax", "log_softmax", "reduce", "pad", "gather", "gather_nd", "gather_elements", "index", "slice_scatter", "argmax",
             "cumsum")
 PLAIN_OPS = ("reshape", "flatten", "permute", "squeeze", "unsqueeze", "expand", "tile", "matmul", "gemm", "linear",
-             "layer_norm", "stack")
+             "layer_norm", "stack", "einsum", "scatter_nd")
 OPS = SPATIAL_OPS + UNARY_OPS + BINARY_OPS + AXIS_OPS + PLAIN_OPS
 
 
@@ -93,6 +93,7 @@ class Graph:
     outputs: tuple[str, ...]
     source_format: str = ""
     input_layout: str = "nchw"
+    per_item: bool = False  # run each image as a batch of one (the graph moves the batch off axis 0)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -131,7 +132,7 @@ def graph_to_data(graph: Graph) -> dict:
     """The graph as JSON-able data (no weights; constants inline), for a converted file's recipe."""
     return {
         "name": graph.name, "input": graph.input, "input_shape": list(graph.input_shape),
-        "input_layout": graph.input_layout, "source_format": graph.source_format,
+        "input_layout": graph.input_layout, "source_format": graph.source_format, "per_item": graph.per_item,
         "nodes": [{"op": n.op, "inputs": list(n.inputs), "outputs": list(n.outputs), "attrs": dict(n.attrs),
                    "name": n.name} for n in graph.nodes],
         "params": {k: list(v) for k, v in graph.params.items()},
@@ -151,7 +152,8 @@ def graph_from_data(data: Mapping) -> Graph:
             params={k: tuple(v) for k, v in data["params"].items()},
             constants={k: np.asarray(v["data"], v["dtype"]).reshape(v["shape"]) for k, v in data["constants"].items()},
             layers=tuple((str(a), str(b)) for a, b in data["layers"]), outputs=tuple(data["outputs"]),
-            source_format=str(data.get("source_format", "")), input_layout=str(data.get("input_layout", "nchw")))
+            source_format=str(data.get("source_format", "")), input_layout=str(data.get("input_layout", "nchw")),
+            per_item=bool(data.get("per_item", False)))
     except (KeyError, TypeError, ValueError) as error:
         raise JaxvisError(f"a stored graph recipe is malformed ({error})") from None
 

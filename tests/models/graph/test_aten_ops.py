@@ -50,6 +50,7 @@ CASES = {
     "group_norm_affine_free": lambda x: F.group_norm(x, 2, eps=1e-3),
     "layer_norm_2d": lambda x: F.layer_norm(x, (9, 11)),
     "matmul_batched": lambda x: x @ x.transpose(-1, -2),
+    "einsum": lambda x: torch.einsum("bchw,bcgw->bhg", x, x.flip(2)),
     "expand_repeat": lambda x: x.mean((2, 3), keepdim=True).expand(-1, -1, 9, 11) + x[:, :1].repeat(1, 4, 1, 1),
 }
 

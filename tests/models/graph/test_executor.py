@@ -102,3 +102,20 @@ def test_graph_round_trips_through_json_data():
     np.testing.assert_array_equal(GraphModule(again).apply(variables, x)["fc"], GraphModule(graph).apply(variables, x)["fc"])
     with pytest.raises(JaxvisError, match="malformed"):
         graph_from_data({"name": "x"})
+
+
+def test_a_graph_that_moves_the_batch_runs_per_image():
+    """`view(x, [4, 9, 11])` after moving the batch off axis 0 only holds for one image: each image
+    of a batch then runs alone, and matches running it alone."""
+    b = GraphBuilder("moves", "test")
+    b.set_input("x", (1, 2, 3, 4))
+    b.node("permute", ["x"], ["p"], dict(perm=(1, 0, 2, 3)), name="p")  # [C, B, H, W]
+    b.node("reshape", ["p"], ["r"], dict(shape=(2, 12)), name="r")
+    b.node("reduce", ["r"], ["m"], dict(kind="max", axes=(0,), keepdim=True), name="m")
+    graph, variables = b.finish([("m", "m")], ["m"])
+    assert graph.per_item
+    x = np.random.default_rng(5).normal(size=(3, 3, 4, 2)).astype(np.float32)
+    together = np.asarray(GraphModule(graph).apply(variables, x)["m"])
+    alone = np.concatenate([np.asarray(GraphModule(graph).apply(variables, x[i:i + 1])["m"]) for i in range(3)])
+    np.testing.assert_allclose(together, alone)
+    assert together.shape == (3, 12)

@@ -97,6 +97,10 @@ CASES = [
     ("max_variadic", "Max", {}, [_f(1, 4, 1, 1)], 13),
     ("pow_const", "Pow", {}, [np.float32(2.0)], 13),
     ("argmax_keep", "ArgMax", dict(axis=1, keepdims=1), [], 13),
+    ("einsum", "Einsum", dict(equation="bchw, c -> bwh"), [_f(4)], 13),
+    ("scatter_nd_add", "ScatterND", dict(reduction="add"), [_i(0, 1, 0, 3).reshape(2, 2), _f(2, 9, 11)], 16),
+    ("thresholded_relu", "ThresholdedRelu", dict(alpha=0.3), [], 13),
+    ("shrink", "Shrink", dict(lambd=0.4, bias=0.1), [], 13),
 ]
 
 
