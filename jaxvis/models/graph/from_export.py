@@ -620,7 +620,7 @@ def _input_symbols(sizes, input_size, where: str) -> tuple[tuple[int, ...], dict
             value = int(input_size[i - 2])
         else:
             raise JaxvisError(f"{where}: the input's {dim_names[i] if i < 4 else f'dimension {i}'} is dynamic "
-                              f"({expr or size}); pass input_size=(height, width) to fix it")
+                              f"({match.group(1) if match else expr or size}); pass input_size=(height, width) to fix it")
         if match:
             symbols[match.group(1)] = value
         shape.append(value)

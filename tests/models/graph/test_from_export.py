@@ -108,7 +108,11 @@ def test_class_visualization_is_classified_as_its_class_by_torch(mobilenet_check
     import dataclasses
 
     from jaxvis.models.spec import TORCH_IMAGENET
-    from jaxvis.render import RenderConfig, render
+
+    try:
+        from jaxvis.optvis.render import RenderConfig, render  # the restructured layout
+    except ImportError:
+        from jaxvis.render import RenderConfig, render
 
     model = torch_mobilenet_v2.load(mobilenet_checkpoint).eval()
     spec = load_graph_model(gm.export_pt2(model, tmp_path / "mobilenet_v2.pt2", 112))
