@@ -12,6 +12,8 @@ first, then the file's suffix); each file format's reader then checks the bytes 
   metadata and loads as a converted model;
 * `.h5` / `.hdf5` / `.keras` / `.weights.h5`: a Keras file (`jaxvis.models.keras.load.load_keras`;
   `arch` a `keras_*` architecture for weights-only files);
+* `.pt2` / `.onnx`: a model with its own graph (`jaxvis.models.graph.load_graph_model`): a
+  torch.export archive or an ONNX file, read without torch or a runtime;
 * `.jaxvis`: a converted model (`jaxvis.models.converted.load_converted`).
 """
 
@@ -24,17 +26,25 @@ from jaxvis.convert.jaxvis_file import is_converted
 from jaxvis.errors import JaxvisError, WeightFileError, unknown_name
 from jaxvis.models import registry
 from jaxvis.models.converted import load_converted
+from jaxvis.models.graph import load_graph_model
 from jaxvis.models.keras.load import load_keras
 from jaxvis.models.spec import ModelSpec, Preprocess, parse_preprocess
 
 __all__ = [
-    "CONVERTED_SUFFIXES", "KERAS_SUFFIXES", "TORCH_SUFFIXES", "describe_source", "load_model", "parse_input_size",
+    "CONVERTED_SUFFIXES",
+    "GRAPH_SUFFIXES",
+    "KERAS_SUFFIXES",
+    "TORCH_SUFFIXES",
+    "describe_source",
+    "load_model",
+    "parse_input_size",
     "parse_labels",
 ]
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 KERAS_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
 CONVERTED_SUFFIXES = (".jaxvis",)
+GRAPH_SUFFIXES = (".pt2", ".onnx")  # files that carry their own graph: torch.export archives, ONNX
 _TORCH_FRAMEWORKS = ("torchvision", "pytorch")
 
 
@@ -56,16 +66,22 @@ def describe_source(model: str | None) -> str:
             raise unknown_name("model (a zoo name or a model file)", path, registry.model_names())
         raise WeightFileError(f"{path}: no such model file")
     if os.path.isdir(path):
-        raise WeightFileError(f"{path} is a directory; give a model file (.pth, .safetensors, .h5, .keras, .jaxvis)")
+        raise WeightFileError(
+            f"{path} is a directory; give a model file (.pth, .safetensors, .h5, .keras, .pt2, .onnx, .jaxvis)"
+        )
     lower = path.lower()
     if lower.endswith(CONVERTED_SUFFIXES):
         return "converted"
+    if lower.endswith(GRAPH_SUFFIXES):
+        return "graph"
     if lower.endswith(KERAS_SUFFIXES):
         return "keras"
     if lower.endswith(TORCH_SUFFIXES):
         return "torch"
-    raise JaxvisError(f"{path}: unknown model file type; expected one of "
-                      f"{', '.join(TORCH_SUFFIXES + KERAS_SUFFIXES + CONVERTED_SUFFIXES)} or a zoo name")
+    raise JaxvisError(
+        f"{path}: unknown model file type; expected one of "
+        f"{', '.join(TORCH_SUFFIXES + KERAS_SUFFIXES + GRAPH_SUFFIXES + CONVERTED_SUFFIXES)} or a zoo name"
+    )
 
 
 def _torch_arch(path: str, arch: str | None) -> registry.ZooEntry:
@@ -158,6 +174,10 @@ def load_model(model: str | None = None, *, weights=None, arch: str | None = Non
       JaxvisError: one line, for an unknown name, a missing or unreadable file, an unknown suffix, a
         missing or wrong `arch`, weights that do not fit it, or bad preprocess / labels / input size.
     """
+    if model is not None and describe_source(model) == "graph":  # the graph's shapes are folded for the size
+        if weights is not None or arch is not None or options:
+            raise JaxvisError(f"{model} carries its own graph and weights: no --weights, --arch or options")
+        return _customized(load_graph_model(os.fspath(model), input_size=input_size), preprocess, labels, None)
     spec = _load(model, weights=weights, arch=arch, **options)
     return _customized(spec, preprocess, labels, input_size)
 

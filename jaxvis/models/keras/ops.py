@@ -12,8 +12,7 @@ pools alike); `AveragePooling2D(padding="same")` divides by the number of real (
 rounding matches too. Depthwise and 1x1 convs use the fastest formulation of
 `jaxvis.models.layers` (`impl`); dilated convs use `lax` directly.
 
-This module is longer than most (~600 lines): it is the one catalogue of the Keras ops, each a small
-self-contained dataclass; splitting it by kind would only scatter the shared padding rules.
+Longer than most modules: the one catalogue of the Keras ops, each a small self-contained dataclass.
 """
 
 from __future__ import annotations

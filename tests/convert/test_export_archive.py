@@ -1,0 +1,108 @@
+"""The torch-free `.pt2` reader: tensors as torch saved them, and one-line errors for bad archives."""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from jaxvis.convert.export_archive import read_export_archive
+from jaxvis.errors import WeightFileError
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        base = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+        self.register_buffer("strided", base.t())  # a non-contiguous view: strides (1, 4)
+        self.register_buffer("brain", torch.linspace(-1, 1, 5).to(torch.bfloat16))
+
+    def forward(self, x):
+        return self.bn(self.conv(x)) + self.strided.sum() + self.brain.float().sum()
+
+
+@pytest.fixture
+def archive(tmp_path):
+    model = _Net().eval()
+    with torch.no_grad():
+        model.bn.running_var.uniform_(0.5, 2.0)
+    path = tmp_path / "net.pt2"
+    torch.export.save(torch.export.export(model, (torch.zeros(1, 3, 8, 8),)), str(path))
+    return model, path
+
+
+def test_reads_every_weight_and_buffer_as_torch_has_it(archive):
+    model, path = archive
+    read = read_export_archive(str(path))
+    for name, tensor in model.state_dict().items():
+        if name in read.tensors:
+            np.testing.assert_array_equal(read.tensors[name], tensor.float().numpy() if tensor.dtype == torch.bfloat16
+                                          else tensor.numpy())
+    assert {"conv.weight", "bn.running_var", "strided", "brain"} <= set(read.tensors)
+    assert read.tensors["strided"].shape == (4, 3)
+    assert "nodes" in read.program["graph"] and read.meta["torch_version"].startswith("2.")
+
+
+def _rewrite(src, dst, edit):
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = edit(item.filename, zin.read(item.filename))
+            if data is not None:
+                zout.writestr(item, data)
+
+
+def _one_line_error(path, match):
+    with pytest.raises(WeightFileError, match=match) as error:
+        read_export_archive(str(path))
+    assert "\n" not in str(error.value)
+
+
+def test_truncated_archive_is_one_error(archive, tmp_path):
+    _, path = archive
+    data = path.read_bytes()
+    for cut in (len(data) // 2, len(data) - 30):
+        bad = tmp_path / f"cut{cut}.pt2"
+        bad.write_bytes(data[:cut])
+        _one_line_error(bad, "truncated|corrupt")
+
+
+def test_pickled_weights_are_refused_never_unpickled(archive, tmp_path):
+    _, path = archive
+
+    def claim_pickle(name, data):
+        if name.endswith("model_weights_config.json"):
+            config = json.loads(data)
+            for entry in config["config"].values():
+                entry["use_pickle"] = True
+            return json.dumps(config).encode()
+        return data
+
+    bad = tmp_path / "pickled.pt2"
+    _rewrite(path, bad, claim_pickle)
+    _one_line_error(bad, "use_pickle")
+
+
+def test_not_an_export_archive(tmp_path, archive):
+    _, path = archive
+    bad = tmp_path / "nomodel.pt2"
+    _rewrite(path, bad, lambda name, data: None if name.endswith("models/model.json") else data)
+    _one_line_error(bad, "models/model.json")
+    text = tmp_path / "text.pt2"
+    text.write_text("hello")
+    _one_line_error(text, "zip")
+    _one_line_error(tmp_path / "missing.pt2", "no such file")
+
+
+def test_reader_imports_no_model_code():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, jaxvis.convert.export_archive, jaxvis.convert.onnx_file; "
+        "bad = [m for m in sys.modules if m.startswith(('jaxvis.models', 'torch', 'jax.'))]; print(bad); assert not bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
