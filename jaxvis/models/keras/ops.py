@@ -9,10 +9,8 @@ Layouts and arithmetic follow Keras/TensorFlow exactly: `padding="same"` pads
 `total = max((ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0)` with `total // 2` before (convs and
 pools alike); `AveragePooling2D(padding="same")` divides by the number of real (unpadded) inputs;
 `Flatten` flattens NHWC in H, W, C order; BatchNormalization uses Keras 3's own arithmetic, so
-rounding matches too. Depthwise and 1x1 convs use the fastest formulation of
-`jaxvis.models.layers` (`impl`); dilated convs use `lax` directly.
-
-Longer than most modules: the one catalogue of the Keras ops, each a small self-contained dataclass.
+rounding matches too. Depthwise and 1x1 convs use the fastest formulation of `jaxvis.models.layers`
+(`impl`); dilated convs use `lax` directly. Long: the one catalogue of the Keras ops, each small.
 """
 
 from __future__ import annotations
