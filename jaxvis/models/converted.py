@@ -34,6 +34,8 @@ from jaxvis.convert import jaxvis_file
 from jaxvis.convert.trees import check_against_init, flatten_tree, unflatten_tree
 from jaxvis.errors import JaxvisError, WeightFileError
 from jaxvis.models import registry
+from jaxvis.models.graph.executor import GraphModule
+from jaxvis.models.graph.ir import graph_from_data
 from jaxvis.models.imagenet import imagenet_class_names
 from jaxvis.models.keras.applications import APPLICATIONS
 from jaxvis.models.keras.config import graph_from_keras_config
@@ -44,6 +46,7 @@ __all__ = ["SUFFIX", "describe", "load_converted", "save_converted"]
 
 SUFFIX = jaxvis_file.SUFFIX
 _KERAS_GRAPH = "keras"
+_IR_GRAPH = "ir"  # jaxvis.models.graph: .pt2 / .onnx models, the graph in the recipe as data
 
 
 def _jsonable(value, what: str):
@@ -74,12 +77,16 @@ def _tuples(value):
 
 def _fields(spec: ModelSpec) -> dict:
     module = spec.module
-    skipped = ("parent", "name") + (("graph",) if isinstance(module, KerasGraph) else ())
+    skipped = ("parent", "name") + (("graph",) if isinstance(module, (KerasGraph, GraphModule)) else ())
     return {field.name: _jsonable(getattr(module, field.name), f"model {spec.name} (module field {field.name})")
             for field in dataclasses.fields(module) if field.name not in skipped}
 
 
 def _module_entry(spec: ModelSpec, recipe: Mapping) -> dict:
+    if isinstance(spec.module, GraphModule):
+        if "graph" not in recipe:
+            raise JaxvisError(f"cannot save model {spec.name}: a graph model without its graph in the recipe")
+        return {"graph": _IR_GRAPH, "fields": _fields(spec)}
     if isinstance(spec.module, KerasGraph):
         if "keras_config" not in recipe and recipe.get("zoo") not in APPLICATIONS:
             raise JaxvisError(
@@ -151,6 +158,8 @@ def _module_class(entry: Mapping, path: str) -> type:
         return _legacy_class(entry, path)
     if entry.get("graph") == _KERAS_GRAPH:
         return KerasGraph
+    if entry.get("graph") == _IR_GRAPH:
+        return GraphModule
     name = entry.get("entry")
     if name not in registry.model_names():
         raise WeightFileError(f"{path} needs zoo model {name!r}, which this jaxvis does not have "
@@ -177,6 +186,8 @@ def _build_module(meta: dict, path: str):
     try:
         if cls is KerasGraph:
             fields["graph"] = _keras_graph(_tuples(meta.get("recipe") or {}), path)
+        elif cls is GraphModule:
+            fields["graph"] = graph_from_data((meta.get("recipe") or {})["graph"])
         return cls(**fields)
     except WeightFileError:
         raise
@@ -185,6 +196,9 @@ def _build_module(meta: dict, path: str):
 
 
 def _init_shapes(module, input_shape) -> dict:
+    if isinstance(module, GraphModule):  # a graph's parameters do not depend on the input size
+        return {"params": {name: jax.ShapeDtypeStruct(tuple(shape), jnp.float32)
+                           for name, shape in module.graph.params.items()}}
     if isinstance(module, KerasGraph):
         return init_shapes(module.graph, input_shape)
     x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)

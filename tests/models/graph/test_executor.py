@@ -121,3 +121,23 @@ def test_a_graph_that_moves_the_batch_runs_per_image():
     alone = np.concatenate([np.asarray(GraphModule(graph).apply(variables, x[i:i + 1])["m"]) for i in range(3)])
     np.testing.assert_allclose(together, alone)
     assert together.shape == (3, 12)
+
+
+def test_a_graph_model_converts_to_a_jaxvis_file_and_back(tmp_path):
+    """`jaxvis convert` of a .onnx / .pt2 model: the graph travels as data in the recipe."""
+    import torch
+
+    from jaxvis.models.converted import load_converted, save_converted
+    from jaxvis.models.load import load_model
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 5)).eval()
+    path = tmp_path / "small.pt2"
+    torch.export.save(torch.export.export(model, (torch.zeros(1, 3, 16, 16),)), str(path))
+    spec = load_model(str(path))
+    again = load_converted(save_converted(spec, tmp_path / "small.jaxvis"))
+    assert again.layer_names == spec.layer_names and type(again.module) is type(spec.module)
+    x = np.random.default_rng(0).random((2, 16, 16, 3)).astype(np.float32)
+    for layer in spec.layer_names:
+        np.testing.assert_array_equal(np.asarray(again.activations(x, [layer])[layer]),
+                                      np.asarray(spec.activations(x, [layer])[layer]))
