@@ -39,10 +39,13 @@ def test_describe_source(keras_files, tmp_path):
     (tmp_path / "w.pth").write_bytes(b"x")
     (tmp_path / "m.jaxvis").write_bytes(b"x")
     (tmp_path / "m.onnx").write_bytes(b"x")
+    (tmp_path / "m.pt2").write_bytes(b"x")
+    (tmp_path / "m.tflite").write_bytes(b"x")
     assert describe_source(str(tmp_path / "w.pth")) == "torch"
     assert describe_source(str(tmp_path / "m.jaxvis")) == "converted"
-    with pytest.raises(JaxvisError, match="unknown model file type"):
-        describe_source(str(tmp_path / "m.onnx"))
+    assert describe_source(str(tmp_path / "m.onnx")) == describe_source(str(tmp_path / "m.pt2")) == "graph"
+    with pytest.raises(JaxvisError, match="unknown model file type.*[.]onnx"):
+        describe_source(str(tmp_path / "m.tflite"))
     with pytest.raises(JaxvisError, match="is a directory"):
         describe_source(str(tmp_path))
     with pytest.raises(JaxvisError, match="no such model file"):
