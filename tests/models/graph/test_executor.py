@@ -141,3 +141,20 @@ def test_a_graph_model_converts_to_a_jaxvis_file_and_back(tmp_path):
     for layer in spec.layer_names:
         np.testing.assert_array_equal(np.asarray(again.activations(x, [layer])[layer]),
                                       np.asarray(spec.activations(x, [layer])[layer]))
+
+
+def test_the_cli_takes_graph_files_and_bad_ones_are_one_error_line(tmp_path, capsys):
+    import torch
+
+    from jaxvis.cli import main
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
+    good = tmp_path / "net.pt2"
+    torch.export.save(torch.export.export(model, (torch.zeros(1, 3, 16, 16),)), str(good))
+    assert main(["layers", "--model", str(good)]) == 0
+    assert "net: input 16x16x3" in capsys.readouterr().out
+    bad = tmp_path / "cut.pt2"
+    bad.write_bytes(good.read_bytes()[:200])
+    assert main(["layers", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(bad) in err and err.count("\n") == 1
