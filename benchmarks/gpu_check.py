@@ -48,13 +48,15 @@ def part_block5(smoke: bool, out_dir: str) -> dict:
     from jaxvis.optvis.render import RenderConfig
     from jaxvis.recipes.atlas import render_atlas
 
-    spec = load_model("keras_vgg16", include_top=False)
+    # smoke: the same render_atlas path on the tiny model (compiling VGG16 twice costs minutes on a CPU)
+    spec = load_model("tiny_cnn") if smoke else load_model("keras_vgg16", include_top=False)
+    layer = "conv3" if smoke else "block5_conv3"
     filters = range(4) if smoke else range(512)
     runs = {}
     for precision in ("f32", "bf16"):
         config = RenderConfig(size=32 if smoke else 224, steps=2 if smoke else 200, octaves=1, precision=precision,
                               batch=4 if smoke else 128)
-        manifest, seconds = _timed(lambda: render_atlas(spec, "block5_conv3", filters, config,
+        manifest, seconds = _timed(lambda: render_atlas(spec, layer, filters, config,
                                                         os.path.join(out_dir, f"block5_{precision}"), progress=False))
         runs[precision] = {
             "filters": len(filters),
