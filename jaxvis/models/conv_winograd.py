@@ -53,22 +53,11 @@ def _combine(matrix, items):
     return out
 
 
-def _input_tiles(x, padding, m: int):
-    """Output size, tile grid and the a*a slices d[i][j][b, r, c] = x_pad[b, m*r + i, m*c + j]."""
-    (top, bottom), (left, right) = padding
-    batch, height, width, channels = x.shape
-    out_h, out_w = height + top + bottom - 2, width + left + right - 2
-    if out_h < 1 or out_w < 1:
-        raise ValueError(f"a 3x3 conv with padding {padding} does not fit an input of {height}x{width}")
-    a = m + 2
-    th, tw = -(-out_h // m), -(-out_w // m)
-    # rows the tiles read, rounded up to whole phases: m * (th + ceil((a - 1) / m))
-    rows, cols = m * (th + -(-(a - 1) // m)), m * (tw + -(-(a - 1) // m))
-    config = ((0, 0, 0), (top, rows - height - top, 0), (left, cols - width - left, 0), (0, 0, 0))
-    padded = lax.pad(x, jnp.zeros((), x.dtype), config)
-    phases = padded.reshape(batch, rows // m, m, cols // m, m, channels)
-    tiles = [[phases[:, i // m:i // m + th, i % m, j // m:j // m + tw, j % m, :] for j in range(a)] for i in range(a)]
-    return (out_h, out_w), (th, tw), tiles
+def _strided(x, axis: int, start: int, count: int, step: int):
+    """x[..., start : start + step*(count-1) + 1 : step, ...] along `axis`."""
+    starts, limits, strides = [0] * x.ndim, list(x.shape), [1] * x.ndim
+    starts[axis], limits[axis], strides[axis] = start, start + step * (count - 1) + 1, step
+    return lax.slice(x, starts, limits, strides)
 
 
 def _transformed_kernel(kernel, m: int):
@@ -80,19 +69,31 @@ def _transformed_kernel(kernel, m: int):
 
 
 def _winograd(x, kernel, padding, m: int):
+    """The conv in three steps, each one pass over memory: B^T d B on every tile (rows, then
+    columns: two passes with the row pass materialized measured ~1.5-3x faster than one fused pass
+    that re-reads every input a times), a*a dots, A^T M A (again rows, then columns)."""
     bt, _, at = _MATRICES[m]
-    batch, cout = x.shape[0], kernel.shape[3]
-    (out_h, out_w), (th, tw), d = _input_tiles(x, padding, m)
-    a = m + 2
-    by_col = [_combine(bt, [d[i][j] for i in range(a)]) for j in range(a)]  # [j][p] = sum_i B^T[p, i] d[i][j]
-    v = jnp.stack([v for p in range(a) for v in _combine(bt, [by_col[j][p] for j in range(a)])])  # [a*a, B, th, tw, Cin]
-    v = v.reshape(v.shape[0], -1, v.shape[-1])
-    prod = lax.dot_general(v, _transformed_kernel(kernel, m), (((2,), (1,)), ((0,), (0,))))  # [a*a, T, Cout]
+    (top, bottom), (left, right) = padding
+    batch, height, width, _ = x.shape
+    cout, a = kernel.shape[3], m + 2
+    out_h, out_w = height + top + bottom - 2, width + left + right - 2
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"a 3x3 conv with padding {padding} does not fit an input of {height}x{width}")
+    th, tw = -(-out_h // m), -(-out_w // m)
+    rows, cols = m * th + 2, m * tw + 2  # the tiles read x_pad[m*r + i, m*c + j], i, j < a
+    config = ((0, 0, 0), (top, rows - height - top, 0), (left, cols - width - left, 0), (0, 0, 0))
+    padded = lax.pad(x, jnp.zeros((), x.dtype), config)
+    # rows: [a(p), B, th, cols, Cin]; then columns: [a(p), a(q), B, th, tw, Cin]
+    by_rows = lax.optimization_barrier(jnp.stack(_combine(bt, [_strided(padded, 1, i, th, m) for i in range(a)])))
+    v = jnp.stack(_combine(bt, [_strided(by_rows, 3, j, tw, m) for j in range(a)]), axis=1)
+    prod = lax.dot_general(v.reshape(a * a, -1, v.shape[-1]), _transformed_kernel(kernel, m),
+                           (((2,), (1,)), ((0,), (0,))))  # [a*a, B*th*tw, Cout]
     prod = prod.reshape(a, a, batch, th, tw, cout)
-    by_col = [_combine(at, [prod[p, q] for p in range(a)]) for q in range(a)]  # [q][u] = sum_p A^T[u, p] M[p][q]
-    y = jnp.stack([jnp.stack(_combine(at, [by_col[q][u] for q in range(a)]), axis=3) for u in range(m)], axis=2)
-    # y[b, r, u, c, v] is output pixel (m*r + u, m*c + v): [B, th, m, tw, m, Cout]
-    return y.reshape(batch, th * m, tw * m, cout)[:, :out_h, :out_w]
+    # rows: [m(u), a(q), B, th, tw, Cout]; then columns: [m(u), B, th, tw, m(v), Cout]
+    by_rows = lax.optimization_barrier(jnp.stack(_combine(at, list(prod))))
+    y = jnp.stack(_combine(at, [by_rows[:, q] for q in range(a)]), axis=-2)
+    y = y.transpose(1, 2, 0, 3, 4, 5).reshape(batch, th * m, tw * m, cout)  # pixel (m*r + u, m*c + v)
+    return y[:, :out_h, :out_w]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))

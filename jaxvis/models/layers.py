@@ -20,11 +20,15 @@ Formulations (`impl`):
   multiply-adds (forward + input gradient; stride 2 is the worst), see benchmarks/bench_layers.py.
 * `"winograd"`: 3x3 stride-1 ungrouped convs as Winograd F(4x4, 3x3) batched matmuls, forward and
   input gradient (see `jaxvis.models.conv_winograd`); any other conv as `"auto"` picks it.
+* `"split"`: a grouped (not depthwise) conv as one ungrouped conv per group, each in the
+  formulation `"auto"` picks for it, concatenated: XLA CPU's `feature_group_count` conv runs several
+  times slower than the same work ungrouped. Ungrouped and depthwise convs as `"auto"` picks them.
 * `"auto"` (default): picked at trace time from `jax.default_backend()`, the kernel shape and the
   stride by `choose_impl`: on CPU `"taps"` for 1x1, depthwise and stem convs (kh*kw*Cin/groups <= 32,
   e.g. a 3x3 conv on RGB), `"winograd"` for 3x3 stride-1 ungrouped convs with at least
   `_WINOGRAD_MIN_CHANNELS` input and output channels (XLA's own conv is the faster one below that,
-  where the transforms' memory traffic outweighs the saved multiply-adds), `"lax"` for the rest;
+  where the transforms' memory traffic outweighs the saved multiply-adds), `"split"` for grouped
+  (not depthwise) convs, `"lax"` for the rest;
   on GPU / TPU always `"lax"` (cuDNN). Measurements: benchmarks/bench_layers.py, bench_zoo.py.
 
 The choice is static: a module carries it as a field (`Conv2d.impl`, `MobileNetV2.conv_impl`), so
@@ -43,7 +47,7 @@ from jax import lax
 
 from jaxvis.models.conv_winograd import winograd_conv3x3
 
-IMPLS = ("auto", "lax", "taps", "winograd")
+IMPLS = ("auto", "lax", "taps", "winograd", "split")
 _STEM_TAPS_MAX = 32  # largest kh*kw*Cin/groups a CPU regular conv still runs as im2col
 _WINOGRAD_MIN_CHANNELS = 96  # smallest Cin and Cout a CPU 3x3 stride-1 conv runs as Winograd
 _WINOGRAD_TILE = 4  # output tile m of F(m x m, 3 x 3)
@@ -84,13 +88,16 @@ def winograd_applies(kernel_shape: Sequence[int], groups: int = 1, stride=1) -> 
 
 def choose_impl(kernel_shape: Sequence[int], groups: int = 1, impl: str = "auto", backend: str | None = None,
                 *, stride=1) -> str:
-    """The formulation ("lax", "taps" or "winograd") a conv with this kernel and stride uses; `impl`
-    other than "auto" wins, except that "winograd" stands for "auto" where Winograd does not apply."""
+    """The formulation ("lax", "taps", "winograd" or "split") a conv with this kernel and stride uses;
+    `impl` other than "auto" wins, except that "winograd" and "split" stand for "auto" where they do
+    not apply."""
     if impl not in IMPLS:
         raise ValueError(f"unknown conv formulation {impl!r}; valid: {', '.join(IMPLS)}")
     if impl == "winograd" and winograd_applies(kernel_shape, groups, stride):
         return impl
-    if impl not in ("auto", "winograd"):
+    if impl == "split" and groups > 1 and not is_depthwise(kernel_shape, groups):
+        return impl
+    if impl not in ("auto", "winograd", "split"):
         return impl
     if (backend or jax.default_backend()) != "cpu":
         return "lax"
@@ -99,6 +106,8 @@ def choose_impl(kernel_shape: Sequence[int], groups: int = 1, impl: str = "auto"
         return "taps"
     if groups == 1 and kh * kw * cin_per_group <= _STEM_TAPS_MAX:
         return "taps"
+    if groups > 1:
+        return "split"
     if winograd_applies(kernel_shape, groups, stride) and min(cin_per_group, cout) >= _WINOGRAD_MIN_CHANNELS:
         return "winograd"
     return "lax"
@@ -282,7 +291,7 @@ def conv2d(x, kernel, bias=None, *, stride=1, padding: Padding = 0, groups: int 
       stride: int or (sh, sw).
       padding: zeros on each side: p, (ph, pw) or ((top, bottom), (left, right)).
       groups: torch's `groups` (lax's `feature_group_count`).
-      impl: "auto", "lax", "taps" or "winograd".
+      impl: "auto", "lax", "taps", "winograd" or "split".
 
     Returns:
       [B, Ho, Wo, Cout].
@@ -294,6 +303,11 @@ def conv2d(x, kernel, bias=None, *, stride=1, padding: Padding = 0, groups: int 
     formulation = choose_impl(kernel.shape, groups, impl, stride=stride)
     if formulation == "winograd":
         y = winograd_conv3x3(x, kernel, padding=normalize_padding(padding), m=_WINOGRAD_TILE)
+    elif formulation == "split":
+        cin, cout = kernel.shape[2], kernel.shape[3] // groups
+        y = jnp.concatenate([
+            conv2d(x[..., g * cin:(g + 1) * cin], kernel[..., g * cout:(g + 1) * cout], stride=stride, padding=padding)
+            for g in range(groups)], axis=-1)
     else:
         fn = conv_taps if formulation == "taps" else conv_lax
         y = fn(x, kernel, stride=stride, padding=padding, groups=groups)

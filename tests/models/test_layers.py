@@ -51,10 +51,10 @@ def _inputs(case, seed=0):
 
 # Winograd F(4x4, 3x3) multiplies by transform matrices with entries up to 8 and 1/24: its float32
 # rounding is a few times coarser than a direct conv's (still ~1e-6 of the outputs' scale).
-TOLERANCE = {"taps": 1e-5, "winograd": 5e-5}
+TOLERANCE = {"taps": 1e-5, "winograd": 5e-5, "split": 5e-5}
 
 
-@pytest.mark.parametrize("impl", ["taps", "winograd"])
+@pytest.mark.parametrize("impl", ["taps", "winograd", "split"])
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_formulations_match_lax_forward_and_input_gradient(case, impl):
     x, kernel, bias, key = _inputs(case)
@@ -136,7 +136,7 @@ def test_auto_choice_per_backend():
     assert choose_impl((1, 1, 96, 24), 1, backend="cpu") == "taps"  # 1x1
     assert choose_impl((3, 3, 3, 32), 1, backend="cpu") == "taps"  # stem on RGB
     assert choose_impl((3, 3, 64, 64), 1, backend="cpu") == "lax"  # 3x3, too few channels for Winograd
-    assert choose_impl((3, 3, 8, 8), 2, backend="cpu") == "lax"  # grouped, not depthwise
+    assert choose_impl((3, 3, 8, 8), 2, backend="cpu") == "split"  # grouped, not depthwise
     assert choose_impl((3, 3, 256, 256), 1, backend="cpu") == "winograd"  # wide 3x3, stride 1
     assert choose_impl((3, 3, 256, 256), 1, backend="cpu", stride=2) == "lax"
     assert choose_impl((3, 3, 256, 256), 1, backend="gpu") == "lax"
