@@ -15,7 +15,7 @@ Each timing is the median of `--repeats` runs after one warm-up run outside the 
 (compilation included there); jaxvis and torch take turns, so a busy machine slows them alike.
 Prints one JSON object and writes it to benchmarks/results/bench_zoo.json (`--out`).
 
-    python benchmarks/bench_zoo.py [--models vgg16,resnet18] [--steps 64] [--repeats 3]
+    python benchmarks/bench_zoo.py [--models vgg16,resnet18] [--steps 64] [--repeats 3] [--compare-impl lax]
 """
 
 from __future__ import annotations
@@ -34,8 +34,12 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from jaxvis.models.registry import load_model
-from jaxvis.render import RenderConfig, render
+try:  # the package layout of main after the restructure, then the one before it
+    from jaxvis.models.load import load_model
+    from jaxvis.optvis.render import RenderConfig, render
+except ImportError:
+    from jaxvis.models.registry import load_model
+    from jaxvis.render import RenderConfig, render
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))  # the torch reference modules are test fixtures
@@ -136,8 +140,14 @@ def bench_model(name: str, layer: str, args, peak: float) -> dict:
     spec = load_model(name, conv_impl=args.conv_impl)
     config = RenderConfig(size=args.size, steps=args.steps, batch=args.batch, octaves=1)
     units = np.arange(args.batch)
-    runs = {"jaxvis": lambda: jax.block_until_ready(render(spec, layer, units, config, progress=False).images),
+
+    def jaxvis_run(spec):
+        return lambda: jax.block_until_ready(render(spec, layer, units, config, progress=False).images)
+
+    runs = {"jaxvis": jaxvis_run(spec),
             "torch": torch_loop(name, layer, units, batch=args.batch, size=args.size, steps=args.steps)}
+    if args.compare_impl:
+        runs[f"jaxvis_{args.compare_impl}"] = jaxvis_run(load_model(name, conv_impl=args.compare_impl))
     times = {key: [] for key in runs}
     for key, run in runs.items():  # warm-up: compilation and first-touch outside the timed region
         run()
@@ -158,8 +168,9 @@ def bench_model(name: str, layer: str, args, peak: float) -> dict:
         "jaxvis_gflops": round(gflops, 1),
         "torch_gflops": round(gflop * args.steps / torch_s, 1),
         "jaxvis_pct_of_dot_peak": round(100 * gflops / peak, 1),
-        "jaxvis_s_runs": [round(t, 3) for t in times["jaxvis"]],
-        "torch_s_runs": [round(t, 3) for t in times["torch"]],
+        **{f"{key}_s_runs": [round(t, 3) for t in runs_s] for key, runs_s in times.items()},
+        **{f"{key}_s_per_filter": round(statistics.median(times[key]) / args.batch, 4)
+           for key in times if key not in ("jaxvis", "torch")},
     }
 
 
@@ -172,6 +183,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--conv-impl", default="auto", help="jaxvis conv formulation (auto, lax, taps, winograd)")
+    parser.add_argument("--compare-impl", default="", help="also time jaxvis with this conv formulation (e.g. lax)")
     parser.add_argument("--out", default=str(HERE / "results" / "bench_zoo.json"), help="'' to skip writing")
     args = parser.parse_args()
     names = [n for n in args.models.split(",") if n]
@@ -188,20 +200,25 @@ def main() -> None:
         "versions": {"jax": jax.__version__, "jaxlib": jax.lib.__version__, "torch": torch.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
         "settings": {"batch": args.batch, "size": args.size, "steps": args.steps, "octaves": 1,
-                     "repeats": args.repeats, "torch_threads": args.threads, "conv_impl": args.conv_impl},
+                     "repeats": args.repeats, "torch_threads": args.threads, "conv_impl": args.conv_impl,
+                     "compare_impl": args.compare_impl or None},
     }
     peak = dot_peak()
     result["dot_peak_gflops_at_start"] = round(peak, 1)
-    models = {}
-    for name in names:
-        models[name] = bench_model(name, MODELS[name], args, peak)
-        print(json.dumps({name: models[name]}), file=sys.stderr, flush=True)
-    result["models"] = models
+    result["models"] = {}
+    for name in names:  # the file is rewritten after each model, so a long run can be cut short
+        result["models"][name] = bench_model(name, MODELS[name], args, peak)
+        print(json.dumps({name: result["models"][name]}), file=sys.stderr, flush=True)
+        _write(result, args.out)
     result["dot_peak_gflops_at_end"] = round(dot_peak(), 1)
     result["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result, indent=2))
-    if args.out:
-        out = pathlib.Path(args.out)
+    _write(result, args.out)
+
+
+def _write(result: dict, path: str) -> None:
+    if path:
+        out = pathlib.Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
 
