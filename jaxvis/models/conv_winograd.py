@@ -61,10 +61,11 @@ def _strided(x, axis: int, start: int, count: int, step: int):
 
 
 def _transformed_kernel(kernel, m: int):
-    """G g G^T for every (Cin, Cout): [a*a, Cin, Cout]."""
+    """G g G^T for every (Cin, Cout): [a*a, Cin, Cout], as one [a*a, 9] x [9, Cin*Cout] matmul: with the
+    weights a jit argument (as in renders) the einsum or elementwise forms made the layer several times slower."""
     _, g, _ = _MATRICES[m]
-    g = jnp.asarray(g, kernel.dtype)
-    u = jnp.einsum("pi,qj,ijco->pqco", g, g, kernel, precision=lax.Precision.HIGHEST)
+    gg = jnp.asarray(np.kron(g, g), kernel.dtype)  # [(p, q), (i, j)] = G[p, i] G[q, j]
+    u = lax.dot(gg, kernel.reshape(9, -1), precision=lax.Precision.HIGHEST)
     return u.reshape(-1, *kernel.shape[2:])
 
 

@@ -91,7 +91,7 @@ WINOGRAD_CASES = [c for c in CASES if c[4] == (3, 3) and c[5] == 1 and c[7] == 1
 @pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("case", WINOGRAD_CASES, ids=[c[0] for c in WINOGRAD_CASES])
 def test_winograd_tiles_match_lax_in_value_and_both_gradients(case, m):
-    x, kernel, _, key = _inputs(case)
+    x, kernel, _, _ = _inputs(case)
     padding = normalize_padding(case[6])
 
     def loss(fn, x, k):
@@ -99,14 +99,15 @@ def test_winograd_tiles_match_lax_in_value_and_both_gradients(case, m):
 
     reference = functools.partial(loss, lambda x, k: conv_lax(x, k, padding=padding))
     candidate = functools.partial(loss, lambda x, k: winograd_conv3x3(x, k, padding=padding, m=m))
-    want, got = jax.value_and_grad(reference, (0, 1))(x, kernel), jax.jit(jax.value_and_grad(candidate, (0, 1)))(x, kernel)
+    want = jax.value_and_grad(reference, (0, 1))(x, kernel)
+    got = jax.jit(jax.value_and_grad(candidate, (0, 1)))(x, kernel)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
     np.testing.assert_allclose(got[1][0], want[1][0], atol=5e-5, rtol=5e-5)
     np.testing.assert_allclose(got[1][1], want[1][1], atol=1e-4, rtol=1e-5)
 
 
 def test_winograd_under_vmap_matches_lax():
-    x, kernel, _, key = _inputs(("vmap", (8, 9), 8, 12, (3, 3), 1, 1, 1))
+    x, kernel, _, _ = _inputs(("vmap", (8, 9), 8, 12, (3, 3), 1, 1, 1))
     xs = jnp.stack([x, -2 * x, x[:, ::-1]])  # [3, B, H, W, C]: vmap over a leading axis
 
     def grad(impl):
