@@ -69,6 +69,8 @@ def torch_reference(name: str) -> torch.nn.Module:
         model = zoo.GoogLeNet(aux_logits=False, transform_input=False)
     elif name == "inception_v3":
         model = zoo.Inception3(aux_logits=False, transform_input=False)
+    elif name == "alexnet":
+        model = zoo.AlexNet()
     else:
         model = getattr(zoo, name)()
     model = model.eval()
