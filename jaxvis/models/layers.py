@@ -18,10 +18,18 @@ Formulations (`impl`):
   otherwise: im2col (taps concatenated on the channel axis) and one `einsum` per group.
   On CPU, depthwise 3x3 through `feature_group_count` is 15-150x slower than nine shifted
   multiply-adds (forward + input gradient; stride 2 is the worst), see benchmarks/bench_layers.py.
-* `"auto"` (default): picked at trace time from `jax.default_backend()` and the kernel shape by
-  `choose_impl`: on CPU `"taps"` for 1x1, depthwise and stem convs (kh*kw*Cin/groups <= 32, e.g. a
-  3x3 conv on RGB), `"lax"` for the rest (a wide 3x3 conv is 2-5x faster in lax than as im2col);
-  on GPU / TPU always `"lax"` (cuDNN's grouped convs; not measured against "taps" yet).
+* `"winograd"`: 3x3 stride-1 ungrouped convs as Winograd F(4x4, 3x3) batched matmuls, forward and
+  input gradient (see `jaxvis.models.conv_winograd`); any other conv as `"auto"` picks it.
+* `"split"`: a grouped (not depthwise) conv as one ungrouped conv per group, each in the
+  formulation `"auto"` picks for it, concatenated: XLA CPU's `feature_group_count` conv runs several
+  times slower than the same work ungrouped. Ungrouped and depthwise convs as `"auto"` picks them.
+* `"auto"` (default): picked at trace time from `jax.default_backend()`, the kernel shape and the
+  stride by `choose_impl`: on CPU `"taps"` for 1x1, depthwise and stem convs (kh*kw*Cin/groups <= 32,
+  e.g. a 3x3 conv on RGB), `"winograd"` for 3x3 stride-1 ungrouped convs with at least
+  `_WINOGRAD_MIN_CHANNELS` input and output channels (XLA's own conv is the faster one below that,
+  where the transforms' memory traffic outweighs the saved multiply-adds), `"split"` for grouped
+  (not depthwise) convs, `"lax"` for the rest;
+  on GPU / TPU always `"lax"` (cuDNN). Measurements: benchmarks/bench_layers.py, bench_zoo.py.
 
 The choice is static: a module carries it as a field (`Conv2d.impl`, `MobileNetV2.conv_impl`), so
 forcing a formulation for a test or a benchmark is `module.clone(conv_impl="lax")`.
@@ -37,13 +45,17 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxvis.models.conv_winograd import winograd_conv3x3
+
 __all__ = [
     "Conv2d", "IMPLS", "Linear", "choose_impl", "conv2d", "conv_lax", "conv_taps", "is_depthwise",
     "normalize_padding",
 ]
 
-IMPLS = ("auto", "lax", "taps")
+IMPLS = ("auto", "lax", "taps", "winograd", "split")
 _STEM_TAPS_MAX = 32  # largest kh*kw*Cin/groups a CPU regular conv still runs as im2col
+_WINOGRAD_MIN_CHANNELS = 96  # smallest Cin and Cout a CPU 3x3 stride-1 conv runs as Winograd
+_WINOGRAD_TILE = 4  # output tile m of F(m x m, 3 x 3)
 
 Padding = int | tuple[int, int] | tuple[tuple[int, int], tuple[int, int]]
 
@@ -74,19 +86,35 @@ def is_depthwise(kernel_shape: Sequence[int], groups: int) -> bool:
     return groups > 1 and kernel_shape[2] == 1
 
 
-def choose_impl(kernel_shape: Sequence[int], groups: int = 1, impl: str = "auto", backend: str | None = None) -> str:
-    """The formulation ("lax" or "taps") a conv with this kernel uses; `impl` other than "auto" wins."""
+def winograd_applies(kernel_shape: Sequence[int], groups: int = 1, stride=1) -> bool:
+    """Whether `"winograd"` computes this conv itself (3x3, stride 1, no groups)."""
+    return tuple(kernel_shape[:2]) == (3, 3) and groups == 1 and _pair(stride, "stride") == (1, 1)
+
+
+def choose_impl(kernel_shape: Sequence[int], groups: int = 1, impl: str = "auto", backend: str | None = None,
+                *, stride=1) -> str:
+    """The formulation ("lax", "taps", "winograd" or "split") a conv with this kernel and stride uses;
+    `impl` other than "auto" wins, except that "winograd" and "split" stand for "auto" where they do
+    not apply."""
     if impl not in IMPLS:
         raise ValueError(f"unknown conv formulation {impl!r}; valid: {', '.join(IMPLS)}")
-    if impl != "auto":
+    if impl == "winograd" and winograd_applies(kernel_shape, groups, stride):
+        return impl
+    if impl == "split" and groups > 1 and not is_depthwise(kernel_shape, groups):
+        return impl
+    if impl not in ("auto", "winograd", "split"):
         return impl
     if (backend or jax.default_backend()) != "cpu":
         return "lax"
-    kh, kw, cin_per_group = kernel_shape[:3]
+    kh, kw, cin_per_group, cout = kernel_shape[:4]
     if (kh, kw) == (1, 1) or is_depthwise(kernel_shape, groups):
         return "taps"
     if groups == 1 and kh * kw * cin_per_group <= _STEM_TAPS_MAX:
         return "taps"
+    if groups > 1:
+        return "split"
+    if winograd_applies(kernel_shape, groups, stride) and min(cin_per_group, cout) >= _WINOGRAD_MIN_CHANNELS:
+        return "winograd"
     return "lax"
 
 
@@ -95,8 +123,12 @@ def conv_lax(x, kernel, *, stride=1, padding: Padding = 0, groups: int = 1):
     the taps' multiply-adds do (float64 images under jax x64 with float32 weights)."""
     dtype = jnp.result_type(x, kernel)
     return lax.conv_general_dilated(
-        x.astype(dtype), kernel.astype(dtype), window_strides=_pair(stride, "stride"), padding=normalize_padding(padding),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
+        x.astype(dtype),
+        kernel.astype(dtype),
+        window_strides=_pair(stride, "stride"),
+        padding=normalize_padding(padding),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=groups,
     )
 
 
@@ -225,7 +257,12 @@ def _im2col_bwd(stride, padding, residuals, g):
             total = jnp.zeros((batch, rows, cols, cin), g.dtype)
             for i in range(p, kh, sh):
                 for j in range(q, kw, sw):
-                    config = ((0, 0, 0), (i // sh, rows - out_h - i // sh, 0), (j // sw, cols - out_w - j // sw, 0), (0, 0, 0))
+                    config = (
+                        (0, 0, 0),
+                        (i // sh, rows - out_h - i // sh, 0),
+                        (j // sw, cols - out_w - j // sw, 0),
+                        (0, 0, 0),
+                    )
                     total = total + lax.pad(grad_taps[:, :, :, i * kw + j], jnp.zeros((), g.dtype), config)
             phases.append(total)
     # phases[(p, q)][b, r, c] is padded[b, r*sh + p, c*sw + q]: interleave, then undo `_taps`' pad
@@ -270,7 +307,7 @@ def conv2d(x, kernel, bias=None, *, stride=1, padding: Padding = 0, groups: int 
       stride: int or (sh, sw).
       padding: zeros on each side: p, (ph, pw) or ((top, bottom), (left, right)).
       groups: torch's `groups` (lax's `feature_group_count`).
-      impl: "auto", "lax" or "taps".
+      impl: "auto", "lax", "taps", "winograd" or "split".
 
     Returns:
       [B, Ho, Wo, Cout].
@@ -279,9 +316,17 @@ def conv2d(x, kernel, bias=None, *, stride=1, padding: Padding = 0, groups: int 
         raise ValueError(f"conv2d takes x[B,H,W,C] and kernel[kh,kw,I,O], got {x.shape} and {kernel.shape}")
     if x.shape[-1] != kernel.shape[2] * groups or kernel.shape[3] % groups:
         raise ValueError(f"kernel {kernel.shape} with groups={groups} does not fit {x.shape[-1]} input channels")
-    formulation = choose_impl(kernel.shape, groups, impl)
-    fn = conv_taps if formulation == "taps" else conv_lax
-    y = fn(x, kernel, stride=stride, padding=padding, groups=groups)
+    formulation = choose_impl(kernel.shape, groups, impl, stride=stride)
+    if formulation == "winograd":
+        y = winograd_conv3x3(x, kernel, padding=normalize_padding(padding), m=_WINOGRAD_TILE)
+    elif formulation == "split":
+        cin, cout = kernel.shape[2], kernel.shape[3] // groups
+        y = jnp.concatenate([
+            conv2d(x[..., g * cin:(g + 1) * cin], kernel[..., g * cout:(g + 1) * cout], stride=stride, padding=padding)
+            for g in range(groups)], axis=-1)
+    else:
+        fn = conv_taps if formulation == "taps" else conv_lax
+        y = fn(x, kernel, stride=stride, padding=padding, groups=groups)
     return y if bias is None else y + bias
 
 

@@ -1,4 +1,4 @@
-"""Every conv formulation equals lax.conv_general_dilated, in value and in input gradient, under jit."""
+"""Every conv formulation equals lax.conv_general_dilated, in value and in input gradient, under jit (and vmap)."""
 
 import functools
 
@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxvis.models.conv_winograd import winograd_conv3x3
 from jaxvis.models.layers import Conv2d, Linear, choose_impl, conv2d, conv_lax, conv_taps, normalize_padding
 
 # (name, input HxW, Cin, Cout, kernel (kh, kw), stride, padding, groups)
@@ -29,6 +30,12 @@ CASES = [
     ("grouped 3x3 groups 2", (8, 8), 8, 12, (3, 3), 1, 1, 2),
     ("grouped 3x3 groups 4 stride 2", (9, 9), 8, 8, (3, 3), 2, 1, 4),
     ("asymmetric padding", (8, 8), 4, 4, (3, 3), 2, ((0, 1), (1, 0)), 1),
+    ("regular 3x3 stride 1 asymmetric padding", (9, 8), 6, 10, (3, 3), 1, ((0, 1), (2, 0)), 1),
+    ("regular 3x3 no padding", (10, 7), 6, 5, (3, 3), 1, 0, 1),
+    ("regular 3x3 padding 3", (6, 5), 4, 6, (3, 3), 1, 3, 1),
+    ("regular 3x3 stride 2 wide", (9, 10), 16, 8, (3, 3), 2, 1, 1),
+    ("regular 5x5 pad 2", (9, 8), 6, 8, (5, 5), 1, 2, 1),
+    ("regular 7x1 pad (3, 0)", (9, 8), 6, 4, (7, 1), 1, (3, 0), 1),
 ]
 
 
@@ -42,18 +49,25 @@ def _inputs(case, seed=0):
     return x, kernel, bias, kg
 
 
+# Winograd F(4x4, 3x3) multiplies by transform matrices with entries up to 8 and 1/24: its float32
+# rounding is a few times coarser than a direct conv's (still ~1e-6 of the outputs' scale).
+TOLERANCE = {"taps": 1e-5, "winograd": 5e-5, "split": 5e-5}
+
+
+@pytest.mark.parametrize("impl", ["taps", "winograd", "split"])
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_taps_match_lax_forward_and_input_gradient(case, impl="taps"):
+def test_formulations_match_lax_forward_and_input_gradient(case, impl):
     x, kernel, bias, key = _inputs(case)
+    tolerance = TOLERANCE[impl]
     stride, padding, groups = case[5], case[6], case[7]
     reference = jax.jit(lambda x: conv_lax(x, kernel, stride=stride, padding=padding, groups=groups) + bias)
     candidate = jax.jit(lambda x: conv2d(x, kernel, bias, stride=stride, padding=padding, groups=groups, impl=impl))
     want, want_vjp = jax.vjp(reference, x)
     got, got_vjp = jax.vjp(candidate, x)
     assert got.shape == want.shape
-    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(got, want, atol=tolerance, rtol=tolerance)
     cotangent = jax.random.normal(key, want.shape)
-    np.testing.assert_allclose(got_vjp(cotangent)[0], want_vjp(cotangent)[0], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(got_vjp(cotangent)[0], want_vjp(cotangent)[0], atol=tolerance, rtol=tolerance)
 
 
 GRADIENT_CASES = [c for c in CASES if c[0].startswith(("1x1", "depthwise", "stem"))]
@@ -71,6 +85,46 @@ def test_kernel_gradient_matches_too(case):
                                jax.jit(jax.grad(functools.partial(loss, conv_lax)))(kernel), atol=1e-4, rtol=1e-5)
 
 
+WINOGRAD_CASES = [c for c in CASES if c[4] == (3, 3) and c[5] == 1 and c[7] == 1]
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=[c[0] for c in WINOGRAD_CASES])
+def test_winograd_tiles_match_lax_in_value_and_both_gradients(case, m):
+    x, kernel, _, _ = _inputs(case)
+    padding = normalize_padding(case[6])
+
+    def loss(fn, x, k):
+        return jnp.sin(fn(x, k)).sum()
+
+    reference = functools.partial(loss, lambda x, k: conv_lax(x, k, padding=padding))
+    candidate = functools.partial(loss, lambda x, k: winograd_conv3x3(x, k, padding=padding, m=m))
+    want = jax.value_and_grad(reference, (0, 1))(x, kernel)
+    got = jax.jit(jax.value_and_grad(candidate, (0, 1)))(x, kernel)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+    np.testing.assert_allclose(got[1][0], want[1][0], atol=5e-5, rtol=5e-5)
+    np.testing.assert_allclose(got[1][1], want[1][1], atol=1e-4, rtol=1e-5)
+
+
+def test_winograd_under_vmap_matches_lax():
+    x, kernel, _, _ = _inputs(("vmap", (8, 9), 8, 12, (3, 3), 1, 1, 1))
+    xs = jnp.stack([x, -2 * x, x[:, ::-1]])  # [3, B, H, W, C]: vmap over a leading axis
+
+    def grad(impl):
+        return jax.jit(jax.vmap(jax.grad(lambda x: jnp.sin(conv2d(x, kernel, padding=1, impl=impl)).sum())))
+
+    np.testing.assert_allclose(grad("winograd")(xs), grad("lax")(xs), atol=5e-5, rtol=5e-5)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU choice")
+def test_wide_3x3_on_cpu_runs_without_an_xla_convolution_forward_and_backward():
+    x, kernel = jnp.zeros((1, 8, 8, 128)), jnp.zeros((3, 3, 128, 128))
+    step = jax.jit(jax.grad(lambda x: conv2d(x, kernel, padding=1).sum()))
+    assert "convolution(" not in step.lower(x).compile().as_text()
+    step = jax.jit(jax.grad(lambda x: conv2d(x, kernel, padding=1, impl="lax").sum()))
+    assert "convolution(" in step.lower(x).compile().as_text()
+
+
 def test_output_size_follows_torch():
     # torch: Ho = (H + 2p - k) // s + 1
     x = jnp.zeros((1, 15, 16, 4))
@@ -82,8 +136,13 @@ def test_auto_choice_per_backend():
     assert choose_impl((3, 3, 1, 96), 96, backend="cpu") == "taps"  # depthwise
     assert choose_impl((1, 1, 96, 24), 1, backend="cpu") == "taps"  # 1x1
     assert choose_impl((3, 3, 3, 32), 1, backend="cpu") == "taps"  # stem on RGB
-    assert choose_impl((3, 3, 64, 64), 1, backend="cpu") == "lax"  # wide regular conv
-    assert choose_impl((3, 3, 8, 8), 2, backend="cpu") == "lax"  # grouped, not depthwise
+    assert choose_impl((3, 3, 64, 64), 1, backend="cpu") == "lax"  # 3x3, too few channels for Winograd
+    assert choose_impl((3, 3, 8, 8), 2, backend="cpu") == "split"  # grouped, not depthwise
+    assert choose_impl((3, 3, 256, 256), 1, backend="cpu") == "winograd"  # wide 3x3, stride 1
+    assert choose_impl((3, 3, 256, 256), 1, backend="cpu", stride=2) == "lax"
+    assert choose_impl((3, 3, 256, 256), 1, backend="gpu") == "lax"
+    assert choose_impl((3, 3, 8, 8), 1, impl="winograd", backend="gpu") == "winograd"  # forcing wins
+    assert choose_impl((3, 3, 1, 96), 96, impl="winograd", backend="cpu") == "taps"  # not a Winograd shape
     for kernel, groups in [((3, 3, 1, 96), 96), ((1, 1, 96, 24), 1), ((3, 3, 3, 32), 1)]:
         assert choose_impl(kernel, groups, backend="gpu") == "lax"
     assert choose_impl((3, 3, 1, 96), 96, impl="lax", backend="cpu") == "lax"  # forcing wins
