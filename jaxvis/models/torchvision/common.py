@@ -82,7 +82,7 @@ def avg_pool(x, kernel_size, stride=None, padding=0):
     kernel = _pair(kernel_size)
     stride = kernel if stride is None else _pair(stride)
     padded = _pad_for_pool(x, kernel, stride, _pair(padding), False, 0.0)
-    total = lax.reduce_window(padded, jnp.zeros((), x.dtype), lax.add, (1, *kernel, 1), (1, *stride, 1), "VALID")
+    total = lax.reduce_window(padded, 0.0, lax.add, (1, *kernel, 1), (1, *stride, 1), "VALID")
     return total / (kernel[0] * kernel[1])
 
 
