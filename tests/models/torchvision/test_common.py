@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from jaxvis.models.torchvision.common import avg_pool, max_pool
 
 
-@pytest.mark.parametrize("pool, ref, settings", [(avg_pool, F.avg_pool2d, (3, 1, 1)), (max_pool, F.max_pool2d, (3, 2, 1))])
+@pytest.mark.parametrize("pool, ref, settings", [(avg_pool, F.avg_pool2d, (3, 1, 1)),
+                                                 (max_pool, F.max_pool2d, (3, 2, 1))])
 def test_pooling_value_and_input_gradient_match_torch(pool, ref, settings):
     """Inception v3's 3x3/1 average pool (padding 1) and a strided max pool, differentiated under jit."""
     x = np.random.default_rng(0).standard_normal((2, 9, 9, 3)).astype(np.float32)
