@@ -107,17 +107,14 @@ def test_class_visualization_is_classified_as_its_class_by_torch(mobilenet_check
 
     from jaxvis.models.spec import TORCH_IMAGENET
 
-    try:
-        from jaxvis.optvis.render import RenderConfig, render  # the restructured layout
-    except ImportError:
-        from jaxvis.optvis.render import RenderConfig, render
+    from jaxvis.optvis.render import RenderConfig, render
 
     model = torch_mobilenet_v2.load(mobilenet_checkpoint).eval()
     spec = load_graph_model(gm.export_pt2(model, tmp_path / "mobilenet_v2.pt2", 112))
     spec = dataclasses.replace(spec, preprocess=TORCH_IMAGENET)
     assert spec.logits_layer == "classifier.1"
     classes = [20, 379, 963]  # water ouzel, howler monkey, pizza
-    result = render(spec, spec.logits_layer, classes, RenderConfig(size=112, steps=48, batch=3), progress=False)
+    result = render(spec, spec.logits_layer, classes, RenderConfig(size=112, steps=48, octaves=1, batch=3), progress=False)
     x = np.asarray(TORCH_IMAGENET(result.images)).transpose(0, 3, 1, 2)
     with torch.no_grad():
         top1 = model(torch.from_numpy(np.ascontiguousarray(x))).argmax(1).tolist()
