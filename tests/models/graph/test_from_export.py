@@ -106,7 +106,6 @@ def test_class_visualization_is_classified_as_its_class_by_torch(mobilenet_check
     import dataclasses
 
     from jaxvis.models.spec import TORCH_IMAGENET
-
     from jaxvis.optvis.render import RenderConfig, render
 
     model = torch_mobilenet_v2.load(mobilenet_checkpoint).eval()
