@@ -113,7 +113,8 @@ def test_class_visualization_is_classified_as_its_class_by_torch(mobilenet_check
     spec = dataclasses.replace(spec, preprocess=TORCH_IMAGENET)
     assert spec.logits_layer == "classifier.1"
     classes = [20, 379, 963]  # water ouzel, howler monkey, pizza
-    result = render(spec, spec.logits_layer, classes, RenderConfig(size=112, steps=48, octaves=1, batch=3), progress=False)
+    config = RenderConfig(size=112, steps=48, octaves=1, batch=3)
+    result = render(spec, spec.logits_layer, classes, config, progress=False)
     x = np.asarray(TORCH_IMAGENET(result.images)).transpose(0, 3, 1, 2)
     with torch.no_grad():
         top1 = model(torch.from_numpy(np.ascontiguousarray(x))).argmax(1).tolist()
