@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+__all__ = ["TILE_SIZES", "winograd_conv3x3"]
+
 # Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (2015): Y = A^T [(G g G^T) . (B^T d B)] A
 _MATRICES = {
     2: (

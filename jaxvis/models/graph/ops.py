@@ -19,6 +19,12 @@ from jax import lax
 
 from jaxvis.models import layers as conv_layers
 
+__all__ = [
+    "adaptive_avg_pool2d", "adaptive_max_pool2d", "avg_pool2d", "batch_norm", "conv2d", "conv_transpose2d", "elu",
+    "gelu", "group_norm", "layer_norm", "leaky_relu", "log_softmax", "lp_pool2d", "lrn", "max_pool2d", "pad",
+    "pool_output_size", "resize_axis", "resize_taps", "softmax", "softplus",
+]
+
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
 
