@@ -152,7 +152,7 @@ _UNARY: dict[str, Callable] = {
     "elu": lambda x, a, c: ops.elu(x, a.get("alpha", 1.0), a.get("scale", 1.0), a.get("input_scale", 1.0)),
     "selu": lambda x, a, c: ops.elu(x, a.get("alpha", 1.6732632423543772), a.get("scale", 1.0507009873554805)),
     "celu": lambda x, a, c: _celu(x, a.get("alpha", 1.0)),
-    "gelu": lambda x, a, c: ops.gelu(x, a.get("approximate", False)),
+    "gelu": lambda x, a, c: ops.gelu(x, approximate=a.get("approximate", False)),
     "silu": lambda x, a, c: jax.nn.silu(x),
     "mish": lambda x, a, c: x * jnp.tanh(ops.softplus(x)),
     "hardswish": lambda x, a, c: x * relu6(x + 3.0, c.mode) / 6.0,

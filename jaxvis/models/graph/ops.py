@@ -54,7 +54,7 @@ def conv_transpose2d(x, kernel, bias=None, *, stride=(1, 1), padding: Pads = ((0
     return y if bias is None else y + bias
 
 
-def pool_output_size(n: int, k: int, s: int, begin: int, end: int, d: int = 1, ceil_mode: bool = False) -> int:
+def pool_output_size(n: int, k: int, s: int, begin: int, end: int, d: int = 1, *, ceil_mode: bool = False) -> int:
     """Windows along one axis: torch's rule (a ceil-mode window must start inside input or left padding)."""
     span = d * (k - 1) + 1
     if ceil_mode:
@@ -72,7 +72,7 @@ def _window_pads(shape, kernel, stride, padding, dilation, ceil_mode):
     """((top, bottom + ceil extra), (left, right + ceil extra)) and the output size."""
     pads, out = [], []
     for n, k, s, (begin, end), d in zip(shape, kernel, stride, padding, dilation):
-        o = pool_output_size(n, k, s, begin, end, d, ceil_mode)
+        o = pool_output_size(n, k, s, begin, end, d, ceil_mode=ceil_mode)
         needed = (o - 1) * s + d * (k - 1) + 1
         pads.append((begin, max(end, needed - n - begin)))
         out.append(o)
@@ -88,7 +88,7 @@ def max_pool2d(x, *, kernel, stride, padding: Pads = ((0, 0), (0, 0)), dilation=
 
 def _avg_counts(n, k, s, begin, end, ceil_mode, include_pad):
     """Per output position along one axis, how many entries torch divides by."""
-    out = pool_output_size(n, k, s, begin, end, 1, ceil_mode)
+    out = pool_output_size(n, k, s, begin, end, 1, ceil_mode=ceil_mode)
     counts = []
     for i in range(out):
         start = i * s - begin
@@ -281,7 +281,7 @@ def log_softmax(x, axis: int = -1):
     return jax.nn.log_softmax(x, axis=axis)
 
 
-def gelu(x, approximate: bool = False):
+def gelu(x, *, approximate: bool = False):
     return jax.nn.gelu(x, approximate=approximate)
 
 
