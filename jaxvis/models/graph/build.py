@@ -21,8 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvis.errors import JaxvisError
-from jaxvis.models.graph.executor import Ctx, V, plain, run_node
+from jaxvis.models.graph.executor import run_node
 from jaxvis.models.graph.ir import Graph, Node, convert_weight
+from jaxvis.models.graph.values import Ctx, V, plain
 
 __all__ = ["GraphBuilder"]
 
@@ -195,10 +196,10 @@ class GraphBuilder:
             return node
         shape[0] = -1
         if node.op == "reshape":  # the batch scales the first dimension; the others are the traced ones
-            from jaxvis.models.graph.executor import _target_shape
+            from jaxvis.models.graph.shape_ops import target_shape
 
             try:
-                shape = [-1, *_target_shape(x, attrs["shape"], attrs.get("allowzero", False))[1:]]
+                shape = [-1, *target_shape(x, attrs["shape"], allowzero=attrs.get("allowzero", False))[1:]]
             except ValueError:
                 return node  # a bad target: tracing the node reports it
         attrs["shape"] = tuple(shape)

@@ -15,7 +15,11 @@ data, never code: an op is a name from `OPS`, attributes are plain hashable valu
   `nodes`, `params` (`{name: shape}` of the weights kept in `variables["params"]`, already in
   the executor's layouts, see `convert_weight`), `constants` (`{name: np.ndarray}` small folded
   tensors embedded in the program), `layers` (`((layer_name, value_name), ...)`, the addressable
-  layers in execution order) and `outputs` (the graph's own outputs).
+  layers in execution order) and `outputs` (the graph's own outputs). Where `param_groups` is set
+  (Keras graphs), a param named `group/weight` lives at `variables["params"][group][weight]`, so
+  a Keras layer's weights stay one dict with Keras's names and layouts.
+* Padding attributes are explicit pairs, or `"same"` (TensorFlow's rule, resolved from the input's
+  size when the graph runs).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ __all__ = ["Graph", "Node", "OPS", "convert_weight", "freeze", "graph_from_data"
 
 # Every op the executor runs, by how it treats layouts (see executor.py).
 SPATIAL_OPS = ("conv", "max_pool", "avg_pool", "lp_pool", "adaptive_avg_pool", "adaptive_max_pool", "group_norm",
-               "resize", "lrn", "depth_to_space")
+               "resize", "image_resize", "lrn", "depth_to_space")
 UNARY_OPS = (
     "relu",
     "relu6",
@@ -145,6 +149,7 @@ class Graph:
     source_format: str = ""
     input_layout: str = "nchw"
     per_item: bool = False  # run each image as a batch of one (the graph moves the batch off axis 0)
+    param_groups: bool = False  # params named `group/weight` are nested dicts (see the module docstring)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -161,6 +166,10 @@ class Graph:
     @property
     def layer_values(self) -> dict[str, str]:
         return dict(self.layers)
+
+    def param_path(self, name: str) -> tuple[str, ...]:
+        """Where param `name` lives in `variables["params"]` (a key, or a group and a key)."""
+        return tuple(name.split("/", 1)) if self.param_groups else (name,)
 
     def producers(self) -> dict[str, int]:
         """{value name: index of the node producing it}."""
@@ -184,6 +193,7 @@ def graph_to_data(graph: Graph) -> dict:
     return {
         "name": graph.name, "input": graph.input, "input_shape": list(graph.input_shape),
         "input_layout": graph.input_layout, "source_format": graph.source_format, "per_item": graph.per_item,
+        "param_groups": graph.param_groups,
         "nodes": [{"op": n.op, "inputs": list(n.inputs), "outputs": list(n.outputs), "attrs": dict(n.attrs),
                    "name": n.name} for n in graph.nodes],
         "params": {k: list(v) for k, v in graph.params.items()},
@@ -204,7 +214,7 @@ def graph_from_data(data: Mapping) -> Graph:
             constants={k: np.asarray(v["data"], v["dtype"]).reshape(v["shape"]) for k, v in data["constants"].items()},
             layers=tuple((str(a), str(b)) for a, b in data["layers"]), outputs=tuple(data["outputs"]),
             source_format=str(data.get("source_format", "")), input_layout=str(data.get("input_layout", "nchw")),
-            per_item=bool(data.get("per_item", False)))
+            per_item=bool(data.get("per_item", False)), param_groups=bool(data.get("param_groups", False)))
     except (KeyError, TypeError, ValueError) as error:
         raise JaxvisError(f"a stored graph recipe is malformed ({error})") from None
 

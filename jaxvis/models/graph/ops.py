@@ -21,11 +21,19 @@ from jaxvis.models import layers as conv_layers
 
 __all__ = [
     "adaptive_avg_pool2d", "adaptive_max_pool2d", "avg_pool2d", "batch_norm", "conv2d", "conv_transpose2d", "elu",
-    "gelu", "group_norm", "layer_norm", "leaky_relu", "log_softmax", "lp_pool2d", "lrn", "max_pool2d", "pad",
-    "pool_output_size", "resize_axis", "resize_taps", "softmax", "softplus",
+    "gelu", "group_norm", "image_resize", "layer_norm", "leaky_relu", "log_softmax", "lp_pool2d", "lrn", "max_pool2d",
+    "pad", "pool_output_size", "resize_axis", "resize_taps", "same_padding", "softmax", "softplus",
 ]
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TensorFlow's 'same' padding (before, after) of one axis: `ceil(size / stride)` outputs, the odd
+    pixel of the total after."""
+    span = (kernel - 1) * dilation + 1
+    total = max((-(-size // stride) - 1) * stride + span - size, 0)
+    return total // 2, total - total // 2
 
 
 def conv2d(x, kernel, bias=None, *, stride=(1, 1), padding: Pads = ((0, 0), (0, 0)), dilation=(1, 1),
@@ -80,10 +88,27 @@ def _window_pads(shape, kernel, stride, padding, dilation, ceil_mode):
 
 
 def max_pool2d(x, *, kernel, stride, padding: Pads = ((0, 0), (0, 0)), dilation=(1, 1), ceil_mode=False):
-    """torch `max_pool2d` / ONNX `MaxPool` (padding never wins: it is -inf)."""
-    pads, _ = _window_pads(x.shape[1:3], kernel, stride, padding, dilation, ceil_mode)
-    return lax.reduce_window(x, -jnp.inf, lax.max, (1, *kernel, 1), (1, *stride, 1),
-                             ((0, 0), *pads, (0, 0)), window_dilation=(1, *dilation, 1))
+    """torch `max_pool2d` / ONNX `MaxPool` (padding never wins: it is -inf).
+
+    Undilated windows are the maximum of the window's kh*kw strided slices: on CPU its forward +
+    backward is several times faster than `lax.reduce_window`, whose gradient is a select-and-scatter
+    (see benchmarks/README.md). Values are identical; at ties the gradient is shared instead of going
+    to one input.
+    """
+    pads, out = _window_pads(x.shape[1:3], kernel, stride, padding, dilation, ceil_mode)
+    if tuple(dilation) != (1, 1):
+        return lax.reduce_window(x, -jnp.inf, lax.max, (1, *kernel, 1), (1, *stride, 1),
+                                 ((0, 0), *pads, (0, 0)), window_dilation=(1, *dilation, 1))
+    if any(p for pair in pads for p in pair):
+        x = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
+    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out
+    result = None
+    for i in range(kh):
+        for j in range(kw):
+            tap = lax.slice(x, (0, i, j, 0), (x.shape[0], i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, x.shape[3]),
+                            (1, sh, sw, 1))
+            result = tap if result is None else jnp.maximum(result, tap)
+    return result
 
 
 def _avg_counts(n, k, s, begin, end, ceil_mode, include_pad):
@@ -271,6 +296,28 @@ def resize_axis(x, axis: int, indices, weights):
             term = term * jnp.asarray(weights[:, t], x.dtype).reshape(shape)
         out = term if out is None else out + term
     return out
+
+
+def image_resize(x, size, *, method: str = "bilinear", antialias: bool = False, crop_to_aspect_ratio: bool = False,
+                 pad_to_aspect_ratio: bool = False, fill_value: float = 0.0):
+    """`jax.image.resize` of NHWC `x` to `size` (height, width), after an optional centred crop, or
+    symmetric constant pad, to the target's aspect ratio (Keras 3's `image.resize` on the JAX backend)."""
+    _, h, w, c = x.shape
+    height, width = size
+    if crop_to_aspect_ratio:
+        crop_h = max(min(h, int(float(w * height) / width)), 1)
+        crop_w = max(min(w, int(float(h * width) / height)), 1)
+        top, left = int(float(h - crop_h) / 2), int(float(w - crop_w) / 2)
+        x = x[:, top:top + crop_h, left:left + crop_w, :]
+    elif pad_to_aspect_ratio:
+        pad_h = max(h, int(float(w * height) / width))
+        pad_w = max(w, int(float(h * width) / height))
+        top, left = int(float(pad_h - h) / 2), int(float(pad_w - w) / 2)
+        if top > 0:  # Keras pads `top` rows on both sides (or `left` columns), not up to pad_h
+            x = jnp.pad(x, ((0, 0), (top, top), (0, 0), (0, 0)), constant_values=fill_value)
+        elif left > 0:
+            x = jnp.pad(x, ((0, 0), (0, 0), (left, left), (0, 0)), constant_values=fill_value)
+    return jax.image.resize(x, (x.shape[0], height, width, c), method=method, antialias=antialias)
 
 
 def softmax(x, axis: int = -1):
