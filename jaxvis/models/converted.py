@@ -12,12 +12,13 @@ The metadata (beside `format` and `version`, see `jaxvis.convert.jaxvis_file`):
 `{"keras_config": <the Keras model config>}`) and `module`:
 
 * version 3: `{"entry": <zoo name>, "fields": {...}}` (the entry's `module_class` with these
-  dataclass fields), or `{"graph": "keras", "fields": {...}}` (a `KerasGraph`, its graph rebuilt
-  from the recipe: `graph_from_keras_config`, or the Keras Applications generator for a
-  `keras_*` zoo recipe);
+  dataclass fields), `{"graph": "ir", "fields": {...}}` (a `GraphModule`, its graph stored in the
+  recipe as data) or `{"graph": "keras", "fields": {...}}` (a `GraphModule` whose graph is a Keras
+  model's, rebuilt from the recipe: `graph_from_keras_config`, or the Keras Applications generator
+  for a `keras_*` zoo recipe, lowered at `input_shape`);
 * version 2 (older files, still read): `{"class": "jaxvis.models.<module>:<Class>", "fields"}`;
   the class is looked up by its name among the zoo's module classes, so the files keep loading
-  wherever the classes live now.
+  wherever the classes live now (`KerasGraph`, Keras models' former module, reads as a Keras graph).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from jaxvis.models.graph.ir import graph_from_data
 from jaxvis.models.imagenet import imagenet_class_names
 from jaxvis.models.keras.applications import APPLICATIONS
 from jaxvis.models.keras.config import graph_from_keras_config
-from jaxvis.models.keras.module import KerasGraph, init_shapes, softmax_layers
+from jaxvis.models.keras.lower import lower
+from jaxvis.models.keras.variables import softmax_layers
 from jaxvis.models.spec import ModelSpec, Preprocess
 
 __all__ = ["SUFFIX", "describe", "load_converted", "save_converted"]
@@ -47,6 +49,7 @@ __all__ = ["SUFFIX", "describe", "load_converted", "save_converted"]
 SUFFIX = jaxvis_file.SUFFIX
 _KERAS_GRAPH = "keras"
 _IR_GRAPH = "ir"  # jaxvis.models.graph: .pt2 / .onnx models, the graph in the recipe as data
+_LEGACY_KERAS_CLASS = "KerasGraph"  # version 2's module class of Keras models
 
 
 def _jsonable(value, what: str):
@@ -77,22 +80,21 @@ def _tuples(value):
 
 def _fields(spec: ModelSpec) -> dict:
     module = spec.module
-    skipped = ("parent", "name") + (("graph",) if isinstance(module, (KerasGraph, GraphModule)) else ())
+    skipped = ("parent", "name") + (("graph",) if isinstance(module, GraphModule) else ())
     return {field.name: _jsonable(getattr(module, field.name), f"model {spec.name} (module field {field.name})")
             for field in dataclasses.fields(module) if field.name not in skipped}
 
 
 def _module_entry(spec: ModelSpec, recipe: Mapping) -> dict:
     if isinstance(spec.module, GraphModule):
+        if spec.module.graph.source_format == "keras":
+            if "keras_config" not in recipe and recipe.get("zoo") not in APPLICATIONS:
+                raise JaxvisError(
+                    f"cannot save model {spec.name}: a Keras graph without a keras_config or keras_* zoo recipe")
+            return {"graph": _KERAS_GRAPH, "fields": _fields(spec)}
         if "graph" not in recipe:
             raise JaxvisError(f"cannot save model {spec.name}: a graph model without its graph in the recipe")
         return {"graph": _IR_GRAPH, "fields": _fields(spec)}
-    if isinstance(spec.module, KerasGraph):
-        if "keras_config" not in recipe and recipe.get("zoo") not in APPLICATIONS:
-            raise JaxvisError(
-                f"cannot save model {spec.name}: a Keras graph without a keras_config or keras_* zoo recipe"
-            )
-        return {"graph": _KERAS_GRAPH, "fields": _fields(spec)}
     name = recipe.get("zoo", spec.name)
     zoo = registry.entry(name) if name in registry.model_names() else None
     if zoo is None or type(spec.module) is not zoo.module_class:
@@ -153,13 +155,16 @@ def _legacy_class(entry: Mapping, path: str) -> type:
     return known[class_name]
 
 
+def _is_keras(entry: Mapping) -> bool:
+    """Whether a module entry is a Keras model's graph (version 3, or version 2's `KerasGraph`)."""
+    return entry.get("graph") == _KERAS_GRAPH or str(entry.get("class", "")).endswith(":" + _LEGACY_KERAS_CLASS)
+
+
 def _module_class(entry: Mapping, path: str) -> type:
+    if _is_keras(entry) or entry.get("graph") == _IR_GRAPH:
+        return GraphModule
     if "class" in entry:
         return _legacy_class(entry, path)
-    if entry.get("graph") == _KERAS_GRAPH:
-        return KerasGraph
-    if entry.get("graph") == _IR_GRAPH:
-        return GraphModule
     name = entry.get("entry")
     if name not in registry.model_names():
         raise WeightFileError(f"{path} needs zoo model {name!r}, which this jaxvis does not have "
@@ -177,18 +182,20 @@ def _keras_graph(recipe: Mapping, path: str):
     return app.graph(**options)
 
 
-def _build_module(meta: dict, path: str):
+def _build_module(meta: dict, path: str, input_shape) -> tuple:
+    """The module and its softmax layers (a Keras graph's; none for the others)."""
     entry = meta.get("module")
     if not isinstance(entry, Mapping):
         raise WeightFileError(f"{path} is a corrupt converted jaxvis model (no module entry)")
     cls = _module_class(entry, path)
     fields = _tuples(dict(entry.get("fields") or {}))
     try:
-        if cls is KerasGraph:
-            fields["graph"] = _keras_graph(_tuples(meta.get("recipe") or {}), path)
-        elif cls is GraphModule:
+        if _is_keras(entry):
+            graph = _keras_graph(_tuples(meta.get("recipe") or {}), path)
+            return GraphModule(lower(graph, input_shape), **fields), softmax_layers(graph)
+        if cls is GraphModule:
             fields["graph"] = graph_from_data((meta.get("recipe") or {})["graph"])
-        return cls(**fields)
+        return cls(**fields), ()
     except WeightFileError:
         raise
     except (JaxvisError, TypeError, ValueError, KeyError) as err:
@@ -196,11 +203,15 @@ def _build_module(meta: dict, path: str):
 
 
 def _init_shapes(module, input_shape) -> dict:
-    if isinstance(module, GraphModule):  # a graph's parameters do not depend on the input size
-        return {"params": {name: jax.ShapeDtypeStruct(tuple(shape), jnp.float32)
-                           for name, shape in module.graph.params.items()}}
-    if isinstance(module, KerasGraph):
-        return init_shapes(module.graph, input_shape)
+    if isinstance(module, GraphModule):  # a graph records its parameters' shapes
+        graph, params = module.graph, {}
+        for name, shape in graph.params.items():
+            *groups, key = graph.param_path(name)
+            tree = params
+            for group in groups:
+                tree = tree.setdefault(group, {})
+            tree[key] = jax.ShapeDtypeStruct(tuple(shape), jnp.float32)
+        return {"params": params}
     x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
     return jax.eval_shape(module.init, jax.random.PRNGKey(0), x)
 
@@ -233,12 +244,12 @@ def load_converted(path, *, check: bool = True) -> ModelSpec:
         raise WeightFileError(
             f"{path} is a corrupt converted jaxvis model (metadata: {type(err).__name__}: {err})"
         ) from None
-    module = _build_module(meta, path)
+    module, softmax = _build_module(meta, path, input_shape)
     variables = unflatten_tree(flat)
     if check:
         check_against_init(variables, _init_shapes(module, input_shape), what=f"the variables in {path}")
     return ModelSpec(
-        softmax_layers=softmax_layers(module.graph) if isinstance(module, KerasGraph) else (),
+        softmax_layers=softmax,
         name=name, module=module, variables=jax.device_put(variables), input_shape=input_shape,
         layer_names=layer_names, preprocess=preprocess, logits_layer=meta.get("logits_layer"),
         class_names=class_names, source=f"{path} (converted from {source})" if source else path,

@@ -1,7 +1,8 @@
 """Keras Applications (VGG16, VGG19, ResNet50, InceptionV3, MobileNetV2) as zoo entries.
 
 Contract: the generated layer graphs (`jaxvis.models.keras.architectures`) line up with Keras
-weight files by name or by position, and `KerasGraph` runs them with Keras's results. The zoo builders
+weight files by name or by position, and `GraphModule` runs them (lowered onto the graph IR) with Keras's
+results. The zoo builders
 (`keras_vgg16`, `keras_vgg19`, `keras_resnet50`, `keras_inception_v3`,
 `keras_mobilenet_v2`) take `weights=<any Keras file>` (see `jaxvis.models.keras.load`) and give
 random Keras-default init without one (their `source` says so). Whether the file holds the
@@ -21,10 +22,12 @@ from collections.abc import Callable
 
 from jaxvis.convert.keras.file import read_keras_file
 from jaxvis.errors import JaxvisError, WeightFileError
+from jaxvis.models.graph.executor import GraphModule
 from jaxvis.models.keras.architectures import inception_v3_layers, mobilenet_v2_layers, resnet50_layers, vgg_layers
 from jaxvis.models.keras.graph import Graph, build_graph
-from jaxvis.models.keras.module import KerasGraph, random_variables, softmax_layers
+from jaxvis.models.keras.lower import lower
 from jaxvis.models.keras.parse import LayerConfig
+from jaxvis.models.keras.variables import random_variables, softmax_layers
 from jaxvis.models.keras.weights import match_weights, variables_for_graph
 from jaxvis.models.registry import register
 from jaxvis.models.spec import KERAS_CAFFE, KERAS_TF, ModelSpec, Preprocess
@@ -140,7 +143,7 @@ def build(arch: str, weights=None, *, include_top: bool | None = None, input_sha
         )
     return ModelSpec(
         name=arch,
-        module=KerasGraph(graph, conv_impl=conv_impl),
+        module=GraphModule(lower(graph, size), conv_impl=conv_impl),
         variables=jax.device_put(variables),
         input_shape=size,
         layer_names=graph.layer_names,
@@ -166,7 +169,7 @@ def build(arch: str, weights=None, *, include_top: bool | None = None, input_sha
 def _entry_fields(arch: str) -> dict:
     """The registry fields of a Keras Applications zoo entry."""
     app = APPLICATIONS[arch]
-    return dict(framework="keras", module_class=KerasGraph, preprocess=app.preprocess,
+    return dict(framework="keras", module_class=GraphModule, preprocess=app.preprocess,
                 input_shape=(app.default_size, app.default_size, 3))
 
 

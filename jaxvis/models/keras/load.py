@@ -1,7 +1,8 @@
 """Keras model files as `ModelSpec`s: the file's own graph, or its weights on a Keras zoo architecture.
 
-Contract: `load_keras(path, arch=None)` returns a `ModelSpec` whose module is a `KerasGraph`
-(layer names are the file's Keras layer names), or raises a `WeightFileError` / `JaxvisError` with
+Contract: `load_keras(path, arch=None)` returns a `ModelSpec` whose module is a `GraphModule` running
+the file's graph lowered onto the graph IR (`jaxvis.models.keras.lower`; layer names are the file's
+Keras layer names), or raises a `WeightFileError` / `JaxvisError` with
 one line naming the file and what is wrong with it. The file is read by
 `jaxvis.convert.keras.file` (nothing in it runs); the weights are checked against the model's own
 shapes.
@@ -22,11 +23,13 @@ import jax
 
 from jaxvis.convert.keras.file import read_keras_file
 from jaxvis.errors import JaxvisError, WeightFileError, unknown_name
+from jaxvis.models.graph.executor import GraphModule
 from jaxvis.models.keras import applications
 from jaxvis.models.keras.config import graph_from_keras_config
 from jaxvis.models.keras.graph import Graph
-from jaxvis.models.keras.module import KerasGraph, logits_layer, softmax_layers
+from jaxvis.models.keras.lower import lower
 from jaxvis.models.keras.ops import Rescale
+from jaxvis.models.keras.variables import logits_layer, softmax_layers
 from jaxvis.models.keras.weights import variables_for_graph
 from jaxvis.models.spec import KERAS_CAFFE, KERAS_TF, RAW, TORCH_IMAGENET, UNIT, ModelSpec, Preprocess
 
@@ -91,14 +94,18 @@ def load_keras(path, arch: str | None = None, **options) -> ModelSpec:
     except JaxvisError as err:
         raise JaxvisError(f"{path}: {err}") from None
     input_shape = _image_input_shape(graph, path)
-    variables = variables_for_graph(file, graph)
+    try:
+        ir_graph = lower(graph, input_shape)
+    except JaxvisError as err:
+        raise JaxvisError(f"{path}: {err}") from None
+    variables = variables_for_graph(file, graph, input_shape=input_shape)
     application = applications.match_application(graph)
     if application is not None:
         preprocess, class_names = application.preprocess, application.class_names(graph)
     else:
         preprocess, class_names = _user_preprocess(graph), None
     return ModelSpec(
-        name=os.path.basename(path), module=KerasGraph(graph), variables=jax.device_put(variables),
+        name=os.path.basename(path), module=GraphModule(ir_graph), variables=jax.device_put(variables),
         input_shape=input_shape, layer_names=graph.layer_names, preprocess=preprocess,
         logits_layer=logits_layer(graph), class_names=class_names, source=path,
         recipe={"keras_config": file.config}, softmax_layers=softmax_layers(graph),

@@ -1,55 +1,25 @@
-"""The ops of a Keras layer graph, as frozen dataclasses that run on JAX arrays.
+"""The ops of a Keras layer graph, as frozen dataclasses of each layer's settings.
 
-Contract: an op's `__call__(name, params, xs, impl)` maps its input arrays `xs` (and its layer's
-params, with Keras's weight names and layouts) to the layer's output *before* its activation;
-`Node.activation` (an `Activation`) is applied by the graph module. `weight_names` lists the
-layer's weights in Keras's `layer.weights` order and `weight_shapes(input_shape)` their shapes.
-
-Layouts and arithmetic follow Keras/TensorFlow exactly: `padding="same"` pads
-`total = max((ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0)` with `total // 2` before (convs and
-pools alike); `AveragePooling2D(padding="same")` divides by the number of real (unpadded) inputs;
-`Flatten` flattens NHWC in H, W, C order; BatchNormalization uses Keras 3's own arithmetic, so
-rounding matches too. Depthwise and 1x1 convs use the fastest formulation of `jaxvis.models.layers`
-(`impl`); dilated convs use `lax` directly. Long: the one catalogue of the Keras ops, each small.
+Contract: an op is plain, hashable data read from a layer's config; `weight_names` lists the
+layer's weights in Keras's `layer.weights` order and `weight_shapes(input_shape)` their shapes in
+Keras's layouts (kernel HWIO, depthwise [kh, kw, C, m], Dense [in, out], ...). What each op
+computes is `jaxvis.models.keras.lower`'s IR nodes, with Keras/TensorFlow's layouts and arithmetic:
+`padding="same"` pads `total = max((ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0)` with
+`total // 2` before (convs and pools alike); `AveragePooling2D(padding="same")` divides by the
+number of real (unpadded) inputs; `Flatten` flattens NHWC in H, W, C order.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-
-import jax.numpy as jnp
-from jax import lax
 
 from jaxvis.errors import JaxvisError
-from jaxvis.models import layers as conv_layers
 
 __all__ = [
     "ARITHMETIC", "Arithmetic", "BatchNorm", "Concat", "Conv", "Conv1D", "ConvTranspose", "Crop", "Dense",
     "DepthwiseConv", "GlobalPool", "GlobalPool1D", "Identity", "Input", "MERGES", "Merge", "PReLU", "Permute", "Pool",
-    "Pool1D", "Rescale", "Reshape", "Scale", "SeparableConv", "UpSample", "ZeroPad", "pool2d",
+    "Pool1D", "Rescale", "Reshape", "Scale", "SeparableConv", "UNARY_ARITHMETIC", "UpSample", "ZeroPad",
 ]
-
-
-def _same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
-    """TensorFlow's 'same' padding (before, after) of one spatial axis."""
-    effective = (kernel - 1) * dilation + 1
-    out = -(-size // stride)
-    total = max((out - 1) * stride + effective - size, 0)
-    return total // 2, total - total // 2
-
-
-def _spatial_padding(shape, padding: str, kernel, strides, dilation=(1, 1)):
-    if padding == "valid":
-        return (0, 0), (0, 0)
-    return tuple(_same_padding(shape[1 + i], kernel[i], strides[i], dilation[i]) for i in range(2))
-
-
-def _check_image(name: str, x) -> None:
-    if x.ndim != 4:
-        raise JaxvisError(
-            f"Keras layer {name!r} takes [batch, height, width, channels] inputs, got shape {tuple(x.shape)}"
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,22 +51,6 @@ class Conv:
         shapes = {"kernel": (*self.kernel_size, shape[-1] // self.groups, self.filters)}
         return {**shapes, "bias": (self.filters,)} if self.use_bias else shapes
 
-    def __call__(self, name, params, xs, impl):
-        x = xs[0]
-        _check_image(name, x)
-        pads = _spatial_padding(x.shape, self.padding, self.kernel_size, self.strides, self.dilation)
-        y = _conv(x, params["kernel"], self.strides, pads, self.dilation, self.groups, impl)
-        return y + params["bias"] if self.use_bias else y
-
-
-def _conv(x, kernel, strides, pads, dilation, groups, impl):
-    if dilation != (1, 1):
-        return lax.conv_general_dilated(
-            x, kernel, window_strides=strides, padding=pads, rhs_dilation=dilation,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
-        )
-    return conv_layers.conv2d(x, kernel, stride=strides, padding=pads, groups=groups, impl=impl)
-
 
 @dataclasses.dataclass(frozen=True)
 class DepthwiseConv:
@@ -116,18 +70,6 @@ class DepthwiseConv:
     def weight_shapes(self, shape):
         shapes = {"kernel": (*self.kernel_size, shape[-1], self.multiplier)}
         return {**shapes, "bias": (shape[-1] * self.multiplier,)} if self.use_bias else shapes
-
-    def __call__(self, name, params, xs, impl):
-        x = xs[0]
-        _check_image(name, x)
-        y = _depthwise(x, params["kernel"], self.strides, self.padding, self.dilation, impl)
-        return y + params["bias"] if self.use_bias else y
-
-
-def _depthwise(x, kernel, strides, padding, dilation, impl):
-    kh, kw, channels, multiplier = kernel.shape
-    pads = _spatial_padding(x.shape, padding, (kh, kw), strides, dilation)
-    return _conv(x, kernel.reshape(kh, kw, 1, channels * multiplier), strides, pads, dilation, channels, impl)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,13 +94,6 @@ class SeparableConv:
                   "pointwise_kernel": (1, 1, shape[-1] * self.multiplier, self.filters)}
         return {**shapes, "bias": (self.filters,)} if self.use_bias else shapes
 
-    def __call__(self, name, params, xs, impl):
-        x = xs[0]
-        _check_image(name, x)
-        y = _depthwise(x, params["depthwise_kernel"], self.strides, self.padding, self.dilation, impl)
-        y = conv_layers.conv2d(y, params["pointwise_kernel"], impl=impl)
-        return y + params["bias"] if self.use_bias else y
-
 
 @dataclasses.dataclass(frozen=True)
 class Dense:
@@ -174,15 +109,6 @@ class Dense:
     def weight_shapes(self, shape):
         shapes = {"kernel": (shape[-1], self.units)}
         return {**shapes, "bias": (self.units,)} if self.use_bias else shapes
-
-    def __call__(self, name, params, xs, impl):
-        x, kernel = xs[0], params["kernel"]
-        if x.shape[-1] != kernel.shape[0]:
-            raise JaxvisError(
-                f"Keras layer {name!r} (Dense) takes {kernel.shape[0]} inputs but gets {x.shape[-1]}: "
-                f"the model needs the input size it was built for")
-        y = jnp.matmul(x, kernel)
-        return y + params["bias"] if self.use_bias else y
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,25 +129,6 @@ class BatchNorm:
     def weight_shapes(self, shape):
         return {name: (shape[-1],) for name in self.weight_names}
 
-    def __call__(self, name, params, xs, impl):
-        x = xs[0]
-        if self.axis >= 0 and self.axis != x.ndim - 1:
-            raise JaxvisError(
-                f"Keras layer {name!r} (BatchNormalization) normalizes axis {self.axis} of a rank-{x.ndim} "
-                f"input; only the last (channel) axis is supported"
-            )
-        if x.shape[-1] != params["moving_mean"].shape[0]:
-            raise JaxvisError(f"Keras layer {name!r} (BatchNormalization) normalizes "
-                              f"{params['moving_mean'].shape[0]} channels but gets {x.shape[-1]}")
-        # Keras 3's arithmetic (backend.jax.nn.batch_normalization), so rounding matches too.
-        inv = lax.rsqrt(params["moving_variance"] + self.epsilon)
-        if self.scale:
-            inv = inv * params["gamma"]
-        shift = -params["moving_mean"] * inv
-        if self.center:
-            shift = shift + params["beta"]
-        return x * inv + shift
-
 
 @dataclasses.dataclass(frozen=True)
 class Pool:
@@ -234,50 +141,6 @@ class Pool:
 
     weight_names = ()
 
-    def __call__(self, name, params, xs, impl):
-        x = xs[0]
-        _check_image(name, x)
-        pads = _spatial_padding(x.shape, self.padding, self.pool_size, self.strides)
-        return pool2d(x, self.kind, self.pool_size, self.strides, pads)
-
-
-def pool2d(x, kind: str, window: tuple[int, int], strides: tuple[int, int], pads):
-    """Max / average pooling of NHWC `x`; 'same'-style padding never counts in a max or an average.
-
-    Max pooling is the maximum of the window's kh*kw strided slices: on CPU its forward + backward is
-    several times faster than `lax.reduce_window` (whose gradient is a select-and-scatter; see
-    benchmarks/README.md). Values are identical; at ties the gradient is shared instead of going to
-    one input. Average pooling stays a `reduce_window` sum, which was the faster of the two there.
-    """
-    dims, steps = (1, *window, 1), (1, *strides, 1)
-    padding = ((0, 0), *pads, (0, 0))
-    if kind == "max":
-        return _max_pool_slices(x, window, strides, pads)
-    total = lax.reduce_window(x, 0.0, lax.add, dims, steps, padding)
-    if all(p == (0, 0) for p in pads):
-        return total / (window[0] * window[1])
-    ones = jnp.ones((1, x.shape[1], x.shape[2], 1), x.dtype)
-    counts = lax.reduce_window(ones, 0.0, lax.add, dims, steps, padding)
-    return total / counts
-
-
-def _max_pool_slices(x, window, strides, pads):
-    (top, bottom), (left, right) = pads
-    if top or bottom or left or right:
-        x = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=-jnp.inf)
-    batch, height, width, channels = x.shape
-    (kh, kw), (sh, sw) = window, strides
-    out_h, out_w = (height - kh) // sh + 1, (width - kw) // sw + 1
-    if out_h < 1 or out_w < 1:
-        raise JaxvisError(f"a {kh}x{kw} max pooling does not fit an input of {height}x{width}")
-    out = None
-    for i in range(kh):
-        for j in range(kw):
-            tap = lax.slice(x, (0, i, j, 0), (batch, i + (out_h - 1) * sh + 1, j + (out_w - 1) * sw + 1, channels),
-                            (1, sh, sw, 1))
-            out = tap if out is None else jnp.maximum(out, tap)
-    return out
-
 
 @dataclasses.dataclass(frozen=True)
 class GlobalPool:
@@ -285,12 +148,6 @@ class GlobalPool:
     keepdims: bool
 
     weight_names = ()
-
-    def __call__(self, name, params, xs, impl):
-        x = xs[0]
-        _check_image(name, x)
-        reduce = jnp.mean if self.kind == "avg" else jnp.max
-        return reduce(x, axis=(1, 2), keepdims=self.keepdims)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,14 +161,6 @@ class Pool1D:
 
     weight_names = ()
 
-    def __call__(self, name, params, xs, impl):
-        x = xs[0]
-        if x.ndim != 3:
-            raise JaxvisError(f"Keras layer {name!r} takes [batch, steps, channels] inputs, got shape {tuple(x.shape)}")
-        image = x[:, :, None, :]
-        pads = _spatial_padding(image.shape, self.padding, (self.pool_size, 1), (self.strides, 1))
-        return pool2d(image, self.kind, (self.pool_size, 1), (self.strides, 1), pads)[:, :, 0, :]
-
 
 @dataclasses.dataclass(frozen=True)
 class GlobalPool1D:
@@ -322,23 +171,12 @@ class GlobalPool1D:
 
     weight_names = ()
 
-    def __call__(self, name, params, xs, impl):
-        x = xs[0]
-        if x.ndim != 3:
-            raise JaxvisError(f"Keras layer {name!r} takes [batch, steps, channels] inputs, got shape {tuple(x.shape)}")
-        reduce = jnp.mean if self.kind == "avg" else jnp.max
-        return reduce(x, axis=1, keepdims=self.keepdims)
-
 
 @dataclasses.dataclass(frozen=True)
 class ZeroPad:
     padding: tuple[tuple[int, int], tuple[int, int]]
 
     weight_names = ()
-
-    def __call__(self, name, params, xs, impl):
-        _check_image(name, xs[0])
-        return jnp.pad(xs[0], ((0, 0), *self.padding, (0, 0)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -347,22 +185,12 @@ class Crop:
 
     weight_names = ()
 
-    def __call__(self, name, params, xs, impl):
-        x = xs[0]
-        _check_image(name, x)
-        (top, bottom), (left, right) = self.cropping
-        return x[:, top:x.shape[1] - bottom, left:x.shape[2] - right, :]
-
 
 @dataclasses.dataclass(frozen=True)
 class UpSample:
     size: tuple[int, int]
 
     weight_names = ()
-
-    def __call__(self, name, params, xs, impl):
-        _check_image(name, xs[0])
-        return jnp.repeat(jnp.repeat(xs[0], self.size[0], axis=1), self.size[1], axis=2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -371,23 +199,12 @@ class Reshape:
 
     weight_names = ()
 
-    def __call__(self, name, params, xs, impl):
-        x = xs[0]
-        target = (-1,) if self.target_shape is None else self.target_shape
-        try:
-            return x.reshape((x.shape[0], *target))
-        except (TypeError, ValueError):
-            raise JaxvisError(f"Keras layer {name!r} cannot reshape {tuple(x.shape[1:])} to {target}") from None
-
 
 @dataclasses.dataclass(frozen=True)
 class Identity:
     """Dropout and friends: the identity at inference (Activation layers are an Identity + activation)."""
 
     weight_names = ()
-
-    def __call__(self, name, params, xs, impl):
-        return xs[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -397,19 +214,10 @@ class Rescale:
 
     weight_names = ()
 
-    def __call__(self, name, params, xs, impl):
-        x = xs[0]
-        return x * jnp.asarray(self.scale, x.dtype) + jnp.asarray(self.offset, x.dtype)
 
-
-MERGES = {
-    "Add": lambda xs: functools.reduce(jnp.add, xs),
-    "Subtract": lambda xs: xs[0] - xs[1],
-    "Multiply": lambda xs: functools.reduce(jnp.multiply, xs),
-    "Average": lambda xs: functools.reduce(jnp.add, xs) / len(xs),
-    "Maximum": lambda xs: functools.reduce(jnp.maximum, xs),
-    "Minimum": lambda xs: functools.reduce(jnp.minimum, xs),
-}
+# Merge layers -> the IR op folding their inputs left to right (Average: a sum, then / n).
+MERGES = {"Add": "add", "Subtract": "sub", "Multiply": "mul", "Average": "add", "Maximum": "maximum",
+          "Minimum": "minimum"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -418,27 +226,12 @@ class Merge:
 
     weight_names = ()
 
-    def __call__(self, name, params, xs, impl):
-        try:  # Keras 3 merge layers broadcast (a squeeze-excitation's [B,1,1,C] * [B,H,W,C])
-            jnp.broadcast_shapes(*(tuple(x.shape) for x in xs))
-        except ValueError:
-            shapes = sorted({tuple(x.shape) for x in xs})
-            raise JaxvisError(f"Keras layer {name!r} ({self.kind}) gets inputs of shapes {shapes} that do not "
-                              f"broadcast") from None
-        return MERGES[self.kind](xs)
-
 
 @dataclasses.dataclass(frozen=True)
 class Concat:
     axis: int
 
     weight_names = ()
-
-    def __call__(self, name, params, xs, impl):
-        rank = xs[0].ndim
-        if self.axis % rank == 0:
-            raise JaxvisError(f"Keras layer {name!r} (Concatenate) concatenates on the batch axis")
-        return jnp.concatenate(xs, axis=self.axis)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -463,22 +256,6 @@ class Conv1D:
             raise JaxvisError(f"a Conv1D with groups={self.groups} does not fit {shape[-1]} input channels")
         shapes = {"kernel": (self.kernel_size, shape[-1] // self.groups, self.filters)}
         return {**shapes, "bias": (self.filters,)} if self.use_bias else shapes
-
-    def __call__(self, name, params, xs, impl):
-        x = xs[0]
-        if x.ndim != 3:
-            raise JaxvisError(f"Keras layer {name!r} (Conv1D) takes [batch, steps, channels] inputs, got shape "
-                              f"{tuple(x.shape)}")
-        if self.padding == "causal":
-            pads = [(self.dilation * (self.kernel_size - 1), 0)]
-        elif self.padding == "same":
-            pads = [_same_padding(x.shape[1], self.kernel_size, self.strides, self.dilation)]
-        else:
-            pads = [(0, 0)]
-        y = lax.conv_general_dilated(x, params["kernel"], window_strides=(self.strides,), padding=pads,
-                                     rhs_dilation=(self.dilation,), dimension_numbers=("NHC", "HIO", "NHC"),
-                                     feature_group_count=self.groups)
-        return y + params["bias"] if self.use_bias else y
 
 
 @dataclasses.dataclass(frozen=True)
@@ -505,25 +282,6 @@ class ConvTranspose:
         shapes = {"kernel": (*self.kernel_size, self.filters, shape[-1])}
         return {**shapes, "bias": (self.filters,)} if self.use_bias else shapes
 
-    def __call__(self, name, params, xs, impl):
-        x = xs[0]
-        _check_image(name, x)
-        pads = []
-        for i in range(2):
-            k = (self.kernel_size[i] - 1) * self.dilation[i] + 1
-            s = self.strides[i]
-            out_pad = None if self.output_padding is None else self.output_padding[i]
-            if self.padding == "valid":
-                out_pad = max(k, s) - k if out_pad is None else out_pad
-                pads.append((k - 1, k - 1 + out_pad))
-            else:
-                total = s + k - 2 if out_pad is None else k + k % 2 - 2 + out_pad
-                left = min(total // 2 + total % 2, k - 1)
-                pads.append((left, total - left))
-        y = lax.conv_transpose(x, params["kernel"], self.strides, pads, rhs_dilation=self.dilation,
-                               dimension_numbers=("NHWC", "HWIO", "NHWC"), transpose_kernel=True)
-        return y + params["bias"] if self.use_bias else y
-
 
 @dataclasses.dataclass(frozen=True)
 class PReLU:
@@ -537,10 +295,6 @@ class PReLU:
     def weight_shapes(self, shape):
         return {"alpha": tuple(1 if i + 1 in self.shared_axes else d for i, d in enumerate(shape[1:]))}
 
-    def __call__(self, name, params, xs, impl):
-        x = xs[0]
-        return jnp.maximum(x, 0) + (-params["alpha"]) * jnp.maximum(-x, 0)
-
 
 @dataclasses.dataclass(frozen=True)
 class Permute:
@@ -549,12 +303,6 @@ class Permute:
     dims: tuple[int, ...]
 
     weight_names = ()
-
-    def __call__(self, name, params, xs, impl):
-        x = xs[0]
-        if sorted(self.dims) != list(range(1, x.ndim)):
-            raise JaxvisError(f"Keras layer {name!r} (Permute) dims {self.dims} do not permute a rank-{x.ndim} input")
-        return jnp.transpose(x, (0, *self.dims))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -568,17 +316,14 @@ class Scale:
     def weight_shapes(self, shape):
         return {"gamma": (self.dim,)}
 
-    def __call__(self, name, params, xs, impl):
-        return xs[0] * params["gamma"]
 
-
+# Keras 3 operation nodes -> the IR op computing them (Square is x * x).
 ARITHMETIC = {
-    "Add": jnp.add, "Subtract": jnp.subtract, "Multiply": jnp.multiply, "Divide": jnp.true_divide,
-    "TrueDivide": jnp.true_divide, "Maximum": jnp.maximum, "Minimum": jnp.minimum, "Power": jnp.power,
-    "Negative": jnp.negative, "Abs": jnp.abs, "Absolute": jnp.abs, "Square": jnp.square, "Sqrt": jnp.sqrt,
-    "Exp": jnp.exp, "Log": jnp.log, "Reciprocal": jnp.reciprocal,
+    "Add": "add", "Subtract": "sub", "Multiply": "mul", "Divide": "div", "TrueDivide": "div", "Maximum": "maximum",
+    "Minimum": "minimum", "Power": "pow", "Negative": "neg", "Abs": "abs", "Absolute": "abs", "Square": "mul",
+    "Sqrt": "sqrt", "Exp": "exp", "Log": "log", "Reciprocal": "reciprocal",
 }
-_UNARY = ("Negative", "Abs", "Absolute", "Square", "Sqrt", "Exp", "Log", "Reciprocal")
+UNARY_ARITHMETIC = ("Negative", "Abs", "Absolute", "Square", "Sqrt", "Exp", "Log", "Reciprocal")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -592,8 +337,3 @@ class Arithmetic:
 
     weight_names = ()
 
-    def __call__(self, name, params, xs, impl):
-        inputs = iter(xs)
-        values = [next(inputs) if o is None else jnp.asarray(o, xs[0].dtype) if isinstance(o, tuple) else o
-                  for o in self.operands]  # Python numbers stay weakly typed, as in Keras
-        return ARITHMETIC[self.kind](*values)

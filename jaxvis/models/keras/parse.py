@@ -21,9 +21,9 @@ from jaxvis.errors import JaxvisError
 from jaxvis.models.keras.activation import ACTIVATIONS, Activation
 from jaxvis.models.keras.normalization import GroupNorm, LayerNorm, Normalize, RMSNorm, UnitNorm
 from jaxvis.models.keras.ops import (
-    _UNARY,
     ARITHMETIC,
     MERGES,
+    UNARY_ARITHMETIC,
     Arithmetic,
     BatchNorm,
     Concat,
@@ -437,7 +437,7 @@ def parse_operation(layer: LayerConfig) -> tuple[Any, Activation]:
             return all(constant(v) for v in value)
         return isinstance(value, (int, float)) and not isinstance(value, bool)
 
-    arity = 1 if kind in _UNARY else 2
+    arity = 1 if kind in UNARY_ARITHMETIC else 2
     if (len(operands) != arity or all(o is not None for o in operands)
             or not all(o is None or constant(o) for o in operands)):
         raise _fail(layer, f"operation {kind} takes {arity} operand(s), at least one a tensor; got {operands!r}")

@@ -1,6 +1,6 @@
 """A Keras file's weights onto a Keras layer graph.
 
-Contract: `variables_for_graph(file, graph)` returns `KerasGraph(graph)` variables (NumPy
+Contract: `variables_for_graph(file, graph)` returns the graph's variables (`keras.variables`: NumPy
 float32, Keras layouts) from a `jaxvis.convert.keras.file.KerasFile`, checked key by key and shape
 by shape against the module's own init shapes, or raises a `WeightFileError` naming the file, the
 model and the layers (and both shapes) that do not line up.
@@ -14,7 +14,7 @@ from jaxvis.convert.keras.file import KerasFile, Misfit
 from jaxvis.convert.trees import check_against_init
 from jaxvis.errors import WeightFileError
 from jaxvis.models.keras.graph import Graph
-from jaxvis.models.keras.module import init_shapes, param_key
+from jaxvis.models.keras.variables import init_shapes, param_key
 
 __all__ = ["match_weights", "variables_for_graph"]
 
@@ -25,7 +25,7 @@ def match_weights(file: KerasFile, graph: Graph) -> dict[str, list[tuple[str, np
 
 
 def variables_for_graph(file: KerasFile, graph: Graph, *, input_shape=None) -> dict:
-    """The file's weights as `KerasGraph(graph)` variables (NumPy float32), checked against its shapes.
+    """The file's weights as the graph's variables (NumPy float32), checked against its shapes.
 
     Raises:
       WeightFileError: naming the layers that do not line up, or a layer's weight with both shapes.

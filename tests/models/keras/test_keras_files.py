@@ -25,10 +25,12 @@ from keras_reference import (
 from jaxvis.convert.keras.file import read_keras_file
 from jaxvis.errors import JaxvisError, WeightFileError
 from jaxvis.models import activations
+from jaxvis.models.graph.executor import GraphModule
 from jaxvis.models.keras.graph import build_graph
 from jaxvis.models.keras.load import load_keras
-from jaxvis.models.keras.module import KerasGraph, random_variables
+from jaxvis.models.keras.lower import lower
 from jaxvis.models.keras.parse import LayerConfig
+from jaxvis.models.keras.variables import random_variables
 from jaxvis.models.spec import UNIT, Preprocess
 
 L = keras.layers
@@ -260,7 +262,7 @@ def test_computes_only_what_is_asked(cats):
 def test_relu_redirect_reaches_every_relu(relu_layer):
     layers = [LayerConfig("InputLayer", "x", {"batch_shape": [None, 4, 4, 2]}), relu_layer]
     graph = build_graph(layers)
-    module = KerasGraph(graph)
+    module = GraphModule(lower(graph))
     variables = random_variables(graph)
     if relu_layer.class_name == "Conv2D":  # an identity conv, so a negative input is a dead unit
         variables = {"params": {"c": {"kernel": jnp.eye(2).reshape(1, 1, 2, 2), "bias": jnp.zeros(2)}}}
