@@ -1,6 +1,8 @@
-"""One graph IR and one executor for models whose files carry their architecture (.pt2, .onnx).
+"""One graph IR and one executor for models whose files carry their architecture (.pt2, .onnx, and
+Keras files, lowered by `jaxvis.models.keras.lower`).
 
-`ir` (the data), `ops` (the op library, NHWC), `executor` (`GraphModule`), `build` (lowering
+`ir` (the data), `ops` (the op library, NHWC), `executor` (`GraphModule`, with the op families
+`values`, `elementwise`, `spatial`, `axis_ops`, `shape_ops`), `build` (lowering
 helper with shape inference and folding), `from_export` / `from_onnx` (front-ends), `load`
 (`load_graph_model(path, input_size=None) -> ModelSpec`).
 """

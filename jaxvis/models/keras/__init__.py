@@ -1,4 +1,4 @@
-"""Keras models: layer graphs read from a Keras file's config, run by one Flax module, and the Keras
-Applications generated as such graphs."""
+"""Keras models: layer graphs read from a Keras file's config (or generated: the Keras Applications),
+lowered onto the graph IR (`lower`) and run by `jaxvis.models.graph.GraphModule`."""
 
 __all__ = []
