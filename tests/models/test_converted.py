@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -56,6 +57,21 @@ def test_version_2_files_still_load(name, size):
     layers = [key.split("::")[1] for key in expected.files if key.startswith(name)]
     assert layers
     acts = spec.activations(x, layers)
+    for layer in layers:
+        np.testing.assert_allclose(np.asarray(acts[layer]), expected[f"{name}::{layer}"], rtol=1e-5, atol=1e-6)
+
+
+def test_version_3_keras_file_from_its_former_module_still_loads():
+    """A Keras model saved when Keras graphs had their own module loads onto the graph executor, same values."""
+    folder = Path(__file__).parents[1] / "data" / "jaxvis_v3"
+    name = "keras_small_v3.jaxvis"
+    assert read_metadata(folder / name)["module"]["graph"] == "keras"
+    spec = load_converted(folder / name)
+    assert spec.softmax_layers == ("out",) and spec.logits_layer == "out"
+    expected = np.load(folder / "expected_v3.npz")
+    x = np.random.default_rng(0).random((2, 20, 20, 3)).astype(np.float32)
+    layers = [key.split("::")[1] for key in expected.files]
+    acts = spec.module.apply(spec.variables, jnp.asarray(x), outputs=tuple(layers))
     for layer in layers:
         np.testing.assert_allclose(np.asarray(acts[layer]), expected[f"{name}::{layer}"], rtol=1e-5, atol=1e-6)
 
