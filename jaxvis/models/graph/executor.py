@@ -1,13 +1,16 @@
 """`GraphModule`: a Flax module that runs a graph IR (`ir.Graph`) on NHWC activations.
 
 Contract: `GraphModule(graph).apply(variables, x[B,H,W,C], outputs=names, relu_redirect=r)` returns
-`{name: activation}` for exactly `names` (layer names of `graph.layers`), running only the nodes
+`{name: activation}` for exactly `names` (layer names of `graph.layers`, the input's name, or
+`<layer>/pre_softmax` of a layer ending in a softmax: its logits), running only the nodes
 those layers depend on. A 4-D activation is returned NHWC -- the source framework's NCHW tensor
 transposed; in a graph whose input is NHWC (TensorFlow exports) a 4-D tensor the source holds NHWC
 is returned as it is -- and any other rank as the source framework has it ([B, N] for logits). Every
 ReLU-family op runs through `jaxvis.models.activations` with `relu_redirect`; convolutions use the
-formulations of `jaxvis.models.layers`. Variables are `{"params": {param_name: array}}` in the layouts
-`ir.convert_weight` gives; `init` draws small normal weights of the recorded shapes.
+formulations of `jaxvis.models.layers`. Variables are `{"params": {param_name: array}}` in the
+layouts `ir.convert_weight` gives (`{"params": {group: {weight: array}}}` for a graph with
+`param_groups`, as Keras layers keep their weights); `init` draws small normal weights of the
+recorded shapes.
 
 The ops live by family, each module with its layout rule: `values` (the layout flag every value
 carries), `elementwise`, `spatial`, `axis_ops`, `shape_ops`; `HANDLERS` is their union.
@@ -37,6 +40,7 @@ from jaxvis.models.spec import PRE_SOFTMAX
 __all__ = ["HANDLERS", "Ctx", "GraphModule", "V", "run_node"]
 
 HANDLERS: dict[str, Callable] = {**SPATIAL, **ELEMENTWISE, **AXIS, **SHAPE}
+_SIZED_OPS = ("matmul", "gemm", "linear", "reshape")  # ops whose shapes fix the input size of what follows
 assert set(HANDLERS) == set(OPS), "every IR op has exactly one handler"
 
 
@@ -46,6 +50,8 @@ def run_node(node: Node, args: list, ctx: Ctx) -> list[V]:
         return HANDLERS[node.op](node.attr, args, ctx)
     except (ValueError, TypeError, IndexError, KeyError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if node.op in _SIZED_OPS:
+            message += " (does the model take inputs of this size?)"
         raise JaxvisError(f"graph op {node.op!r} of {node.name or node.outputs[0]!r} cannot run: {message}") from None
 
 
@@ -120,11 +126,14 @@ class GraphModule(nn.Module):
 
 
 def _layer_value(graph: Graph, name: str) -> str:
-    """The value a requested layer name reads: a layer's, or for `<layer>/pre_softmax` of a layer that
-    ends in a softmax the softmax's input (`jaxvis.models.spec.PRE_SOFTMAX`)."""
+    """The value a requested layer name reads: a layer's, the graph input's (by its name), or for
+    `<layer>/pre_softmax` of a layer that ends in a softmax the softmax's input
+    (`jaxvis.models.spec.PRE_SOFTMAX`)."""
     values = graph.layer_values
     if name in values:
         return values[name]
+    if name == graph.input:
+        return name
     if name.endswith(PRE_SOFTMAX) and name[: -len(PRE_SOFTMAX)] in values:
         value = values[name[: -len(PRE_SOFTMAX)]]
         node = next((n for n in graph.nodes if value in n.outputs), None)

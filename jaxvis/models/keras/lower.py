@@ -36,7 +36,7 @@ from jaxvis.models.keras.graph import Graph
 from jaxvis.models.keras.normalization import GroupNorm, LayerNorm, Normalize, RMSNorm, UnitNorm, norm_axes
 from jaxvis.models.keras.preprocessing import CenterCrop, Resize
 
-__all__ = ["concrete_input_shape", "lower", "param_key"]
+__all__ = ["Emitter", "concrete_input_shape", "lower", "param_key"]
 
 _TO_CL, _FROM_CL = (0, 3, 1, 2), (0, 2, 3, 1)
 
