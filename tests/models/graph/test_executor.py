@@ -158,3 +158,44 @@ def test_the_cli_takes_graph_files_and_bad_ones_are_one_error_line(tmp_path, cap
     assert main(["layers", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(bad) in err and err.count("\n") == 1
+
+
+def _keras_style_graph():
+    """An NHWC graph with grouped params (Keras layers' weight dicts), 'same' padding and a softmax."""
+    from jaxvis.models.graph.ir import Graph, Node
+
+    nodes = (
+        Node.make("permute", ["x"], ["xc"], dict(perm=(0, 3, 1, 2))),
+        Node.make("conv", ["xc", "conv/kernel", "conv/bias"], ["cc"], dict(stride=(2, 2), padding="same"), "conv"),
+        Node.make("max_pool", ["cc"], ["pc"], dict(kernel=(3, 3), stride=(2, 2), padding="same"), "pool"),
+        Node.make("permute", ["pc"], ["p"], dict(perm=(0, 2, 3, 1)), "pool"),
+        Node.make("reduce", ["p"], ["g"], dict(kind="mean", axes=(1, 2)), "gap"),
+        Node.make("softmax", ["g"], ["s"], dict(axis=-1), "probs"),
+    )
+    return Graph("keras_style", "x", (None, 8, 8, 2), nodes, {"conv/kernel": (3, 3, 2, 4), "conv/bias": (4,)}, {},
+                 (("conv", "cc"), ("pool", "p"), ("probs", "s")), ("s",), "test", "nhwc", param_groups=True)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (9, 7)])
+def test_grouped_params_same_padding_and_pre_softmax(size):
+    from jax import lax
+
+    from jaxvis.models.graph.ir import graph_from_data, graph_to_data
+
+    graph = _keras_style_graph()
+    module = GraphModule(graph)
+    x = np.random.default_rng(2).normal(size=(2, *size, 2)).astype(np.float32)
+    variables = module.init(jax.random.PRNGKey(0), x)
+    assert jax.tree.map(jnp.shape, variables) == {"params": {"conv": {"kernel": (3, 3, 2, 4), "bias": (4,)}}}
+    out = module.apply(variables, x, outputs=("conv", "pool", "probs", "probs/pre_softmax", "x"))
+    params = variables["params"]["conv"]
+    conv = lax.conv_general_dilated(x, params["kernel"], (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    pool = lax.reduce_window(conv + params["bias"], -jnp.inf, lax.max, (1, 3, 3, 1), (1, 2, 2, 1), "SAME")
+    np.testing.assert_allclose(out["conv"], conv + params["bias"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["pool"], pool, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["probs/pre_softmax"], pool.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["probs"], jax.nn.softmax(pool.mean(axis=(1, 2))), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out["x"], x)
+    with pytest.raises(JaxvisError, match="unknown layer"):
+        module.apply(variables, x, outputs=("pool/pre_softmax",))  # not a softmax layer
+    assert graph_from_data(graph_to_data(graph)).param_groups
