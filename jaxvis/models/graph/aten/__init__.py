@@ -4,3 +4,5 @@
 functions), `tensor` (arithmetic, linear algebra, indexing, shapes, reductions, factories). Each
 op module exports `LOWER`, its part of the table `{aten op name: lowering(L, args, outputs)}`.
 """
+
+__all__: list[str] = []

@@ -5,3 +5,5 @@ elementwise functions), `tensor` (arithmetic, linear algebra, indexing, shapes, 
 ops folded at load time). Each op module exports `LOWER`, its part of the table
 `{op_type: lowering(ctx)}`.
 """
+
+__all__: list[str] = []
