@@ -17,6 +17,8 @@ Random Keras-default weights: the speed does not depend on them and nothing is d
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -68,14 +70,24 @@ def part_block5(smoke: bool, out_dir: str) -> dict:
     return runs
 
 
+def _cli(args: list[str]) -> str:
+    """Run `jaxvis ARGS` in this process (one start-up and one JAX runtime for every part); its stdout."""
+    from jaxvis.cli import main as jaxvis_main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = jaxvis_main(args)
+    if code:
+        raise SystemExit(f"jaxvis {' '.join(args)} failed ({code}):\n{err.getvalue()[-3000:]}")
+    return out.getvalue()
+
+
 def part_conv_atlas(smoke: bool, out_dir: str) -> dict:
-    command = [sys.executable, "-m", "jaxvis.cli", "atlas", "--quiet", "--out", os.path.join(out_dir, "vgg16_atlas")]
+    args = ["atlas", "--quiet", "--out", os.path.join(out_dir, "vgg16_atlas")]
     # smoke: the same whole-model CLI path on the tiny model (a random VGG16 with its classifier is 138M weights)
-    command += ["--model", "tiny_cnn", "--layers", "conv1,conv2", "--filters", "0-3", "--size", "32", "--steps", "2"] \
+    args += ["--model", "tiny_cnn", "--layers", "conv1,conv2", "--filters", "0-3", "--size", "32", "--steps", "2"] \
         if smoke else ["--model", "keras_vgg16", "--layers", "block*_conv*"]
-    result, seconds = _timed(lambda: subprocess.run(command, cwd=ROOT, capture_output=True, text=True))
-    if result.returncode:
-        raise SystemExit(f"the conv atlas failed:\n{result.stderr[-3000:]}")
+    _, seconds = _timed(lambda: _cli(args))
     manifest = json.loads(Path(out_dir, "vgg16_atlas", "manifest.json").read_text())
     filters = sum(len(layer["filters"]) for layer in manifest["layers"])
     return {"layers": len(manifest["layers"]), "filters": filters, "seconds": seconds,
@@ -89,11 +101,7 @@ def part_bench(smoke: bool) -> list:
         for precision in ("f32", "bf16"):
             args = ["--model", model, "--precision", precision, "--json"]
             args += ["--batch", "2", "--size", "32", "--steps", "2"] if smoke else ["--batch", "64", "--size", "224"]
-            result = subprocess.run([sys.executable, "-m", "jaxvis.cli", "bench", *args], cwd=ROOT, capture_output=True,
-                                    text=True)
-            if result.returncode:
-                raise SystemExit(f"jaxvis bench {' '.join(args)} failed:\n{result.stderr[-3000:]}")
-            rows.append(json.loads(result.stdout))
+            rows.append(json.loads(_cli(["bench", *args])))
     return rows
 
 

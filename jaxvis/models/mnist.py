@@ -27,10 +27,9 @@ from jaxvis.errors import JaxvisError
 from jaxvis.models.activations import relu
 from jaxvis.models.layers import Conv2d, Linear
 from jaxvis.models.registry import register
-from jaxvis.models.spec import ModelSpec, Preprocess
+from jaxvis.models.spec import ModelSpec, Preprocess, check_image_batch
 from jaxvis.models.torchvision.common import (
     Selection,
-    check_input,
     flatten,
     init_shapes,
     linear_outputs,
@@ -60,7 +59,7 @@ class MnistCNN(nn.Module):
     @nn.compact
     def __call__(self, x, *, outputs=None, relu_redirect=0.0) -> dict:
         select = Selection("torch_mnist_cnn", LAYER_NAMES, outputs)
-        check_input("torch_mnist_cnn", x, 1)
+        check_image_batch(x, 1, "torch_mnist_cnn's input")
         if tuple(x.shape[1:]) != INPUT_SHAPE:
             raise JaxvisError(f"torch_mnist_cnn takes 28x28 images (fc1 takes a flattened 64x12x12 map), "
                               f"got {x.shape[1]}x{x.shape[2]}")

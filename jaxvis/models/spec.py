@@ -204,9 +204,14 @@ class ModelSpec:
 _CHANNEL_COUNTS: weakref.WeakKeyDictionary[ModelSpec, dict] = weakref.WeakKeyDictionary()
 
 
-def check_image_batch(images, channels: int, what: str = "images") -> None:
-    """Raise a clear error unless `images` is [B,H,W,channels]."""
+def check_image_batch(images, channels: int, what: str = "images", *, minimum: int = 1) -> None:
+    """Raise a clear error unless `images` is [B, H, W, channels] with H, W >= `minimum`.
+
+    Models call it on their input, recipes on the user's images, so a wrong shape is one line and
+    never an error from deep inside JAX."""
     shape = tuple(np.shape(images))
     if len(shape) != 4 or shape[-1] != channels:
         raise JaxvisError(f"{what} must have shape [batch, height, width, {channels}], got {shape}")
+    if min(shape[1:3]) < minimum:
+        raise JaxvisError(f"{what} must be at least {minimum}x{minimum} pixels, got {shape[1]}x{shape[2]}")
 

@@ -74,3 +74,26 @@ def test_unwritable_output_folder(tmp_path, capsys):
     blocker.write_text("x")
     assert main(["atlas", *TINY, "--out", str(blocker / "sub")]) == 2
     assert "cannot write to output folder" in capsys.readouterr().err
+
+
+def test_a_second_atlas_run_loads_its_programs_from_the_compilation_cache(tmp_path):
+    """Two processes, one `--cache-dir`: the second compiles (XLA backend compile) nothing and loads
+    every program from the cache; the images are the same bytes."""
+    import json
+    import subprocess
+
+    env = {**os.environ, "JAXVIS_CACHE_DIR": str(tmp_path / "unused")}  # --cache-dir wins over the variable
+    manifests = []
+    for name in ("cold", "cached"):
+        command = [sys.executable, "-m", "jaxvis.cli", "atlas", *TINY, "--octaves", "2", "--filters", "0-3",
+                   "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / name)]
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+        manifests.append(json.loads((tmp_path / name / "manifest.json").read_text())["layers"][0])
+    cold, cached = manifests
+    assert any((tmp_path / "cache").iterdir()) and not (tmp_path / "unused").exists()
+    assert cold["cache_load_seconds"] == 0 and cached["cache_load_seconds"] > 0
+    assert cached["compile_seconds"] < 0.5 * cold["compile_seconds"], (cold, cached)
+    for i in range(4):
+        assert (tmp_path / "cold" / "conv2" / f"filter_{i}.png").read_bytes() == (
+            tmp_path / "cached" / "conv2" / f"filter_{i}.png").read_bytes()

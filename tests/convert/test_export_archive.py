@@ -1,6 +1,7 @@
 """The torch-free `.pt2` reader: tensors as torch saved them, and one-line errors for bad archives."""
 
 import json
+import struct
 import zipfile
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 from jaxvis.convert.export_archive import read_export_archive
+from jaxvis.convert.host_buffers import is_aligned
 from jaxvis.errors import WeightFileError
 
 
@@ -95,6 +97,24 @@ def test_not_an_export_archive(tmp_path, archive):
     text.write_text("hello")
     _one_line_error(text, "zip")
     _one_line_error(tmp_path / "missing.pt2", "no such file")
+
+
+def test_contiguous_float32_weights_stay_in_the_aligned_buffer_they_were_read_into(archive):
+    _, path = archive
+    read = read_export_archive(str(path))
+    assert is_aligned(read.tensors["conv.weight"]) and read.tensors["conv.weight"].base is not None  # a view, no copy
+
+
+def test_a_flipped_byte_in_a_weight_fails_its_crc_check(archive, tmp_path):
+    _, path = archive
+    bad = tmp_path / "flipped.pt2"
+    with zipfile.ZipFile(path) as z:
+        info = next(i for i in z.infolist() if "/data/weights/" in i.filename and not i.filename.endswith(".json"))
+    data = bytearray(path.read_bytes())
+    name_length, extra_length = struct.unpack_from("<HH", data, info.header_offset + 26)  # the local header's
+    data[info.header_offset + 30 + name_length + extra_length + 1] ^= 0xFF  # a byte of the weight's data
+    bad.write_bytes(bytes(data))
+    _one_line_error(bad, "CRC")
 
 
 def test_reader_imports_no_model_code():

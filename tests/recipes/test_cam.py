@@ -38,6 +38,8 @@ STD = np.asarray([0.229, 0.224, 0.225])
 # per photo [B, K]: china (973 coral reef, 20 water ouzel), flower (985 daisy, 309 bee)
 CLASSES = np.asarray([[973, 20], [985, 309]], np.int32)
 TOLERANCE = 1e-4  # relative max-abs: max |jaxvis - torch| / max |torch|
+SIZE = 160  # photos resized to SIZE x SIZE: features.18 is a 5 x 5 map (224 checks nothing more, at twice the cost)
+CELL = SIZE // 32
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,7 @@ def spec(mobilenet_checkpoint):
 
 @pytest.fixture(scope="module")
 def photos(sample_photos):
-    return np.stack([cv2.resize(p, (224, 224), interpolation=cv2.INTER_AREA) for p in sample_photos])
+    return np.stack([cv2.resize(p, (SIZE, SIZE), interpolation=cv2.INTER_AREA) for p in sample_photos])
 
 
 def fold_batchnorms(model: nn.Module) -> nn.Module:
@@ -138,17 +140,17 @@ def test_the_reference_holds_jaxvis_weights(spec, reference):
 
 def test_gradcam_matches_torch(spec, reference, photos):
     want = torch_gradcam(reference, photos, CLASSES)
-    assert want.shape == (2, 2, 7, 7) and want.max() > 0
+    assert want.shape == (2, 2, CELL, CELL) and want.max() > 0
     assert default_cam_layer(spec) == "features.18"
     assert relative_max_abs(cam64(spec, photos, CLASSES, CamConfig(method="gradcam")).raw, want) < TOLERANCE
     result = cam(spec, photos, CLASSES, CamConfig(method="gradcam"))  # float32
-    assert result.raw.shape == (2, 2, 7, 7) and result.raw.dtype == np.float32
+    assert result.raw.shape == (2, 2, CELL, CELL) and result.raw.dtype == np.float32
     assert relative_max_abs(result.raw, want) < TOLERANCE
     # heat maps: the raw map upsampled to the image and min-max normalized
-    assert result.heatmaps.shape == (2, 2, 224, 224)
+    assert result.heatmaps.shape == (2, 2, SIZE, SIZE)
     assert result.heatmaps.min() >= 0.0 and result.heatmaps.max() == pytest.approx(1.0)
-    hot = np.unravel_index(result.raw[0, 1].argmax(), (7, 7))
-    y, x = np.unravel_index(result.heatmaps[0, 1].argmax(), (224, 224))
+    hot = np.unravel_index(result.raw[0, 1].argmax(), (CELL, CELL))
+    y, x = np.unravel_index(result.heatmaps[0, 1].argmax(), (SIZE, SIZE))
     assert (y // 32, x // 32) == hot  # the hot cell stays where it was (no transpose, no flip)
     np.testing.assert_allclose(visualize_cam(spec, photos[0], 20), result.heatmaps[0, 1], atol=1e-5)
 
@@ -156,7 +158,7 @@ def test_gradcam_matches_torch(spec, reference, photos):
 def test_saliency_matches_torch(spec, reference, photos):
     want = torch_input_gradients(reference, photos, CLASSES, "true")
     result = cam64(spec, photos, CLASSES, CamConfig(method="saliency"))
-    assert result.raw.shape == want.shape == (2, 2, 224, 224, 3)
+    assert result.raw.shape == want.shape == (2, 2, SIZE, SIZE, 3)
     assert relative_max_abs(result.raw, want) < TOLERANCE
     got32 = cam(spec, photos, CLASSES, CamConfig(method="saliency")).raw  # ReLU6 mask flips: see module docstring
     assert np.linalg.norm(got32 - want) / np.linalg.norm(want) < 1e-2
@@ -169,7 +171,7 @@ def test_guided_backprop_matches_torch(spec, reference, photos):
     assert relative_max_abs(result.raw, want) < TOLERANCE
     plain = torch_input_gradients(reference, photos[:1], CLASSES[:1, :1], "true")
     assert relative_max_abs(plain, want[:1, :1]) > 0.1  # guided backprop really is another gradient
-    assert result.heatmaps.shape == (2, 2, 224, 224) and 0 <= result.heatmaps.min() and result.heatmaps.max() <= 1
+    assert result.heatmaps.shape == (2, 2, SIZE, SIZE) and 0 <= result.heatmaps.min() and result.heatmaps.max() <= 1
 
 
 def test_class_out_of_range_is_a_clear_error(spec):

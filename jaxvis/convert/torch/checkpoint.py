@@ -41,7 +41,7 @@ import zlib
 
 import numpy as np
 
-from jaxvis.convert.host_buffers import aligned_copy, read_aligned
+from jaxvis.convert.host_buffers import read_aligned
 from jaxvis.convert.safetensors_file import DTYPE_NAMES, ITEMSIZES, read_header, read_records
 from jaxvis.convert.torch.unpickler import (
     DTYPES,
@@ -54,6 +54,7 @@ from jaxvis.convert.torch.unpickler import (
     materialize,
     storage_fields,
 )
+from jaxvis.convert.zip_members import read_stored_member
 from jaxvis.errors import WeightFileError, one_line
 
 __all__ = ["load_pickled_object", "load_state_dict"]
@@ -114,31 +115,11 @@ def _load_zip(path: str):
     return materialize(obj, byteorder, {})
 
 
-_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., file name length, extra field length
-
-
 def _read_member(archive: zipfile.ZipFile, file, info: zipfile.ZipInfo) -> np.ndarray:
-    """A zip record's bytes as an aligned uint8 array, CRC-checked like `ZipFile.read`.
-
-    torch.save stores records uncompressed, so their bytes sit in the file as they are: read them
-    with one `readinto` at the offset the record's local header gives, rather than through
-    `ZipFile.read` (which makes a `bytes` object that would then be copied into aligned memory).
-    """
-    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:  # compressed or encrypted
-        return aligned_copy(np.frombuffer(archive.read(info), np.uint8))
-    file.seek(info.header_offset)
-    head = file.read(_LOCAL_HEADER.size)
-    if len(head) < _LOCAL_HEADER.size:
-        raise Corrupt(f"record {info.filename!r} is cut off")
-    signature, name_length, extra_length = _LOCAL_HEADER.unpack(head)
-    if signature != b"PK\x03\x04":
-        raise Corrupt(f"record {info.filename!r} has no local header")
-    data = read_aligned(file, info.header_offset + _LOCAL_HEADER.size + name_length + extra_length, info.file_size)
-    if data is None:
-        raise Corrupt(f"record {info.filename!r} is cut off")
-    if zlib.crc32(data) != info.CRC:
-        raise Corrupt(f"record {info.filename!r} fails its CRC check")
-    return data
+    try:
+        return read_stored_member(archive, file, info)
+    except zipfile.BadZipFile as error:
+        raise Corrupt(str(error)) from None
 
 
 def _load_legacy(path: str, file):

@@ -32,7 +32,7 @@ from jaxvis.errors import JaxvisError, unknown_name
 from jaxvis.models.spec import TORCH_IMAGENET, ModelSpec, Preprocess
 
 __all__ = [
-    "Selection", "TORCH_TRANSFORM_INPUT", "adaptive_avg_pool", "adaptive_bins", "avg_pool", "check_input",
+    "Selection", "TORCH_TRANSFORM_INPUT", "adaptive_avg_pool", "adaptive_bins", "avg_pool",
     "classifier_spec", "classifier_variables", "flatten", "init_shapes", "linear_outputs", "load_torch_weights",
     "max_pool", "pool_output_size", "random_init", "without_prefixes",
 ]
@@ -159,14 +159,6 @@ class Selection:
         if name in self.wanted:
             self.found[name] = value
         return self.position[name] >= self.last
-
-
-def check_input(model: str, x, channels: int, minimum: int = 1) -> None:
-    """Raise a clear error unless `x` is [B, H, W, channels] with H, W >= minimum."""
-    if x.ndim != 4 or x.shape[-1] != channels:
-        raise JaxvisError(f"{model} takes images of shape [batch, height, width, {channels}], got {tuple(x.shape)}")
-    if min(x.shape[1:3]) < minimum:
-        raise JaxvisError(f"{model} takes images of at least {minimum}x{minimum}, got {x.shape[1]}x{x.shape[2]}")
 
 
 

@@ -33,12 +33,11 @@ from jaxvis.convert.torch.layout import conv_bn_rule, linear_rule
 from jaxvis.models.activations import relu
 from jaxvis.models.layers import Conv2d, Linear
 from jaxvis.models.registry import register
-from jaxvis.models.spec import ModelSpec
+from jaxvis.models.spec import ModelSpec, check_image_batch
 from jaxvis.models.torchvision.common import (
     TORCH_TRANSFORM_INPUT,
     Selection,
     adaptive_avg_pool,
-    check_input,
     classifier_spec,
     classifier_variables,
     flatten,
@@ -117,7 +116,7 @@ class GoogLeNet(nn.Module):
     @nn.compact
     def __call__(self, x, *, outputs=None, relu_redirect=0.0) -> dict:
         select = Selection("googlenet", LAYER_NAMES, outputs)
-        check_input("googlenet", x, 3, _MINIMUM)
+        check_image_batch(x, 3, "googlenet's input", minimum=_MINIMUM)
         if select.nothing:
             return {}
         conv = functools.partial(BasicConv2d, conv_impl=self.conv_impl)

@@ -27,13 +27,12 @@ from jaxvis.convert.torch.layout import conv_bn_rule, linear_rule
 from jaxvis.models.activations import relu
 from jaxvis.models.layers import Conv2d, Linear
 from jaxvis.models.registry import register
-from jaxvis.models.spec import ModelSpec
+from jaxvis.models.spec import ModelSpec, check_image_batch
 from jaxvis.models.torchvision.common import (
     TORCH_TRANSFORM_INPUT,
     Selection,
     adaptive_avg_pool,
     avg_pool,
-    check_input,
     classifier_spec,
     classifier_variables,
     flatten,
@@ -159,7 +158,7 @@ class InceptionV3(nn.Module):
     @nn.compact
     def __call__(self, x, *, outputs=None, relu_redirect=0.0) -> dict:
         select = Selection("inception_v3", LAYER_NAMES, outputs)
-        check_input("inception_v3", x, 3, _MINIMUM)
+        check_image_batch(x, 3, "inception_v3's input", minimum=_MINIMUM)
         if select.nothing:
             return {}
         for name, out, kernel, stride, padding in STEM:

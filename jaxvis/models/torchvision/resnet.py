@@ -28,11 +28,10 @@ from jaxvis.models.activations import relu
 from jaxvis.models.imagenet import imagenet_class_names
 from jaxvis.models.layers import Conv2d, Linear
 from jaxvis.models.registry import register
-from jaxvis.models.spec import TORCH_IMAGENET, ModelSpec
+from jaxvis.models.spec import TORCH_IMAGENET, ModelSpec, check_image_batch
 from jaxvis.models.torchvision.common import (
     Selection,
     adaptive_avg_pool,
-    check_input,
     flatten,
     init_shapes,
     linear_outputs,
@@ -120,7 +119,7 @@ class ResNet(nn.Module):
     def __call__(self, x, *, outputs=None, relu_redirect=0.0) -> dict:
         model = f"resnet{self.depth}"
         select = Selection(model, self.layer_names, outputs)
-        check_input(model, x, 3, _MINIMUM)
+        check_image_batch(x, 3, f"{model}'s input", minimum=_MINIMUM)
         if select.nothing:
             return {}
         x = Conv2d(64, 7, 2, 3, use_bias=False, impl=self.conv_impl, kernel_init=nn.initializers.he_normal(),

@@ -28,11 +28,10 @@ from jaxvis.models.activations import relu
 from jaxvis.models.imagenet import imagenet_class_names
 from jaxvis.models.layers import Conv2d, Linear
 from jaxvis.models.registry import register
-from jaxvis.models.spec import TORCH_IMAGENET, ModelSpec
+from jaxvis.models.spec import TORCH_IMAGENET, ModelSpec, check_image_batch
 from jaxvis.models.torchvision.common import (
     Selection,
     adaptive_avg_pool,
-    check_input,
     flatten,
     init_shapes,
     linear_outputs,
@@ -122,7 +121,7 @@ class TorchSequentialNet(nn.Module):
     def __call__(self, x, *, outputs=None, relu_redirect=0.0) -> dict:
         select = Selection(self.arch, self.layer_names, outputs)
         features, pool_size, classifier, minimum = architecture(self.arch)
-        check_input(self.arch, x, 3, minimum)
+        check_image_batch(x, 3, f"{self.arch}'s input", minimum=minimum)
         if select.nothing:
             return {}
         for i, layer in enumerate(features):
