@@ -1,5 +1,6 @@
 """Every keras.applications family (built with `weights=None` at a small input size) loaded from its own
-`.keras` and `.h5` files matches Keras 3 (JAX backend, inference) layer by layer, to 1e-4 relative.
+`.keras` file matches Keras 3 (JAX backend, inference) layer by layer, to 1e-4 relative; its `.h5`
+file must give the same graph and weights (one numerical comparison per family keeps the suite fast).
 
 These are the user-file route (`load_model(path)`), not the zoo's generated architectures
 (test_applications.py): the families' own layers (ConvNeXt's LayerScale and nested Sequentials,
@@ -13,6 +14,7 @@ import pytest
 from keras_reference import fast_init, keras, randomize, reference, relative_error
 
 from jaxvis.models import load_model
+from jaxvis.models.graph.ir import graph_to_data
 from jaxvis.models.spec import KERAS_TF, RAW, TORCH_IMAGENET
 
 A = keras.applications
@@ -65,15 +67,27 @@ def family(request, tmp_path_factory):
     return model, folder, x, names, reference(model, x, _outer_names(model, names)), preprocess
 
 
-@pytest.mark.parametrize("file", ["model.keras", "model.h5"])
-def test_family_matches_keras(family, file):
+def test_family_matches_keras(family):
     model, folder, x, names, want, preprocess = family
-    spec = load_model(folder / file)
+    spec = load_model(folder / "model.keras")
     assert spec.preprocess == preprocess, (model.name, spec.preprocess)
     outputs = tuple(want)
     got = jax.jit(lambda v, x: spec.module.apply(v, x, outputs=outputs))(spec.variables, jnp.asarray(x))
     errors = {name: relative_error(got[name], want[name]) for name in outputs}
     worst = max(errors, key=errors.get)
-    print(f"\n{model.name} {file}: worst {worst} {errors[worst]:.1e} over {len(outputs)} layers")
+    print(f"\n{model.name}: worst {worst} {errors[worst]:.1e} over {len(outputs)} layers")
     assert errors[worst] < TOLERANCE, errors
     assert spec.logits_layer == model.layers[-1].name and model.layers[-1].name in spec.softmax_layers
+
+
+def test_family_h5_file_gives_the_same_model_as_its_keras_file(family):
+    """The `.h5` route (Keras 2-style config, HDF5 weight groups) parses to the very graph and weights the
+    `.keras` route gives, which the test above compares with Keras: same program, so same values."""
+    model, folder, *_, preprocess = family
+    from_h5, from_keras = load_model(folder / "model.h5"), load_model(folder / "model.keras")
+    assert graph_to_data(from_h5.module.graph) == graph_to_data(from_keras.module.graph), model.name
+    assert jax.tree.structure(from_h5.variables) == jax.tree.structure(from_keras.variables)
+    for got, want in zip(jax.tree.leaves(from_h5.variables), jax.tree.leaves(from_keras.variables)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert (from_h5.preprocess, from_h5.logits_layer, from_h5.softmax_layers, from_h5.layer_names) == (
+        preprocess, from_keras.logits_layer, from_keras.softmax_layers, from_keras.layer_names)
