@@ -341,6 +341,10 @@ def _to_array(rec: _TensorRecord, byteorder: str) -> np.ndarray:
     if 0 in rec.size:
         out = finish(np.empty(rec.size, stored), dtype)
     else:
+        if min(rec.stride, default=0) < 0 or rec.offset < 0 or min(rec.size, default=0) < 0:
+            # a corrupt stride or offset would make the strided view read memory outside the storage
+            raise Corrupt(f"a tensor of storage {rec.storage.blob.key!r} has a negative size, stride or offset "
+                          f"(size {rec.size}, stride {rec.stride}, offset {rec.offset})")
         extent = 1 + sum((n - 1) * s for n, s in zip(rec.size, rec.stride))
         first, end = rec.offset * item, (rec.offset + extent) * item
         data = rec.storage.data()
