@@ -11,8 +11,8 @@ from mobilenet_cache import mobilenet
 from jaxvis.optvis.render import RenderConfig, render
 
 LAYER = "features.10"
-# Seed 000's bird (20) and howler monkey (379), and eight other classes spread over ImageNet.
-CLASSES = [20, 379, 1, 130, 207, 309, 417, 530, 817, 963]
+# Seed 000's bird (20) and howler monkey (379), and four other classes spread over ImageNet.
+CLASSES = [20, 379, 130, 417, 530, 963]
 
 
 def _channel_means(spec, images, layer):
@@ -35,7 +35,7 @@ def test_each_filter_image_excites_its_own_channel_most(mobilenet_checkpoint):
 @pytest.mark.slow
 def test_class_visualizations_are_classified_as_their_class(mobilenet_checkpoint):
     spec = mobilenet(mobilenet_checkpoint)
-    config = RenderConfig(size=160, steps=64, octaves=2, batch=10)
+    config = RenderConfig(size=160, steps=64, octaves=2, batch=len(CLASSES))
     result = render(spec, spec.logits_layer, CLASSES, config, progress=False)
     assert np.all(result.images >= 0) and np.all(result.images <= 1)
     logits = spec.module.apply(spec.variables, spec.preprocess(result.images), outputs=(spec.logits_layer,))[
@@ -43,5 +43,5 @@ def test_class_visualizations_are_classified_as_their_class(mobilenet_checkpoint
     ]
     top1 = np.asarray(logits).argmax(axis=1)
     hits = int((top1 == np.asarray(CLASSES)).sum())
-    print(f"{hits}/10 classified as their class:", [spec.class_names[i] for i in top1])
-    assert hits >= 9, list(zip(CLASSES, top1.tolist()))
+    print(f"{hits}/{len(CLASSES)} classified as their class:", [spec.class_names[i] for i in top1])
+    assert hits >= len(CLASSES) - 1, list(zip(CLASSES, top1.tolist()))
