@@ -10,6 +10,7 @@
   grouped convs, asymmetric pads, chunk / split / select / view / transpose, ELU / softplus /
   hardtanh / clamp / sigmoid, bicubic resize, amax, log_softmax).
 
+`MODELS`: the models both front-ends' tests export, by name (two zoo references and the above).
 `randomize(model)` draws weights and norm statistics; `capture(model, x_nhwc)` runs a forward with
 hooks on every submodule and returns `{module path: output}` (NCHW as NHWC), as lucent names layers.
 """
@@ -254,3 +255,27 @@ def export_pt2(model: nn.Module, path, size: int = 64, batch: int = 1) -> str:
 def relative_error(actual, expected) -> float:
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
     return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-12))
+
+
+def _zoo_resnet18():
+    import torch_zoo_reference as zoo  # tests/support, on sys.path through tests/conftest.py
+
+    return zoo.resnet18(num_classes=10)
+
+
+def _mobilenet_v2():
+    import torch_mobilenet_v2
+
+    return torch_mobilenet_v2.MobileNetV2(num_classes=10)
+
+
+MODELS = {
+    "resnet18": _zoo_resnet18,
+    "mobilenet_v2": _mobilenet_v2,
+    "small_vgg_bn": SmallVGG,
+    "efficientnet_block": EfficientBlockNet,
+    "convnext_block": ConvNeXtNet,
+    "mobilenet_v3_block": MobileNetV3Net,
+    "unet_decoder": UNetDecoder,
+    "op_soup": OpSoup,
+}

@@ -23,16 +23,7 @@ from jaxvis.errors import JaxvisError  # noqa: E402
 from jaxvis.models.graph import load_graph_model  # noqa: E402
 from jaxvis.models.graph.from_export import SUPPORTED_ATEN  # noqa: E402
 
-MODELS = {
-    "resnet18": lambda: zoo.resnet18(num_classes=10),
-    "mobilenet_v2": lambda: torch_mobilenet_v2.MobileNetV2(num_classes=10),
-    "small_vgg_bn": gm.SmallVGG,
-    "efficientnet_block": gm.EfficientBlockNet,
-    "convnext_block": gm.ConvNeXtNet,
-    "mobilenet_v3_block": gm.MobileNetV3Net,
-    "unet_decoder": gm.UNetDecoder,
-    "op_soup": gm.OpSoup,
-}
+MODELS = gm.MODELS
 
 
 def _hooked_modules(model, x):

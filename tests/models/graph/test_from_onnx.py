@@ -16,8 +16,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/: the torchvision-layout references
 
 import graph_torch_models as gm  # noqa: E402
-import torch_mobilenet_v2  # noqa: E402
-import torch_zoo_reference as zoo  # noqa: E402
 
 from jaxvis.errors import JaxvisError  # noqa: E402
 from jaxvis.models.graph import load_graph_model  # noqa: E402
@@ -25,16 +23,7 @@ from jaxvis.models.graph import load_graph_model  # noqa: E402
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-MODELS = {
-    "resnet18": lambda: zoo.resnet18(num_classes=10),
-    "mobilenet_v2": lambda: torch_mobilenet_v2.MobileNetV2(num_classes=10),
-    "small_vgg_bn": gm.SmallVGG,
-    "efficientnet_block": gm.EfficientBlockNet,
-    "convnext_block": gm.ConvNeXtNet,
-    "mobilenet_v3_block": gm.MobileNetV3Net,
-    "unet_decoder": gm.UNetDecoder,
-    "op_soup": gm.OpSoup,
-}
+MODELS = gm.MODELS
 
 
 def _export(model, path, size=64, legacy_opset=None):
