@@ -18,6 +18,7 @@ from jaxvis.errors import JaxvisError, unknown_name
 from jaxvis.optvis import classic, space, transforms
 from jaxvis.optvis.param import SPATIAL, VALID_RANGES
 from jaxvis.optvis.param.spatial import is_7_smooth
+from jaxvis.output.display import Shows
 
 __all__ = ["FINALS", "OCTAVE_RESIZES", "OCTAVE_ROUNDINGS", "OPTIMIZERS", "PRECISIONS", "RenderConfig", "RenderResult"]
 
@@ -176,26 +177,10 @@ class RenderConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class RenderResult:
+class RenderResult(Shows):
     images: np.ndarray  # [N, H, W, C] float32 in [0, 1]
     scores: np.ndarray  # [N] the objective on the final, untransformed images
     units: np.ndarray  # [N] int
-
-    def _repr_png_(self) -> bytes:  # notebook display (jaxvis.output.display)
-        from jaxvis.output import display
-
-        return display.png(self)
-
-    def _repr_html_(self) -> str:
-        from jaxvis.output import display
-
-        return display.html(self)
-
-    def show(self, **kwargs):
-        """Draw the result with matplotlib (`jaxvis.output.display.show`); returns the Axes."""
-        from jaxvis.output import display
-
-        return display.show(self, **kwargs)
 
 
 OPTIMIZERS = {

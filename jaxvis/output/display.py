@@ -29,11 +29,12 @@ import numpy as np
 from jaxvis.errors import JaxvisError
 from jaxvis.output import files, grids
 
-__all__ = ["Atlas", "FeatureMaps", "html", "picture", "png", "show"]
+__all__ = ["Atlas", "FeatureMaps", "Shows", "html", "picture", "png", "show"]
 
 
-class _Shows:
-    """`_repr_png_`, `_repr_html_` and `show()` through this module's functions."""
+class Shows:
+    """`_repr_png_`, `_repr_html_` and `show()` through this module's functions: the mixin every result class
+    (render, dream, feature maps, atlas) takes, so notebooks and `show()` treat them alike."""
 
     def _repr_png_(self) -> bytes:
         return png(self)
@@ -42,11 +43,12 @@ class _Shows:
         return html(self)
 
     def show(self, **kwargs):
+        """Draw the result with matplotlib (see `show`); returns the Axes."""
         return show(self, **kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
-class FeatureMaps(_Shows):
+class FeatureMaps(Shows):
     """Feature maps `{layer: act}` (act [h, w, c], or [c] for a dense layer, which is skipped)."""
 
     maps: Mapping[str, np.ndarray]
@@ -57,7 +59,7 @@ class FeatureMaps(_Shows):
 
 
 @dataclasses.dataclass(frozen=True)
-class Atlas(_Shows):
+class Atlas(Shows):
     """An atlas folder: its `manifest.json` and each layer's grid image."""
 
     out_dir: str

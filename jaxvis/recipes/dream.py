@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from jaxvis.errors import JaxvisError
 from jaxvis.models.spec import ModelSpec, check_image_batch
+from jaxvis.output.display import Shows
 from jaxvis.output.files import resize_image
 
 __all__ = ["DreamConfig", "DreamResult", "dream", "octave_sizes", "tile_plan"]
@@ -125,26 +126,10 @@ class DreamConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class DreamResult:
+class DreamResult(Shows):
     image: np.ndarray  # the dreamed photo(s): the input's shape and dtype
     losses: tuple  # per octave, float32 [steps, B]: the loss at each step (before its update)
     sizes: tuple  # per octave, (height, width)
-
-    def _repr_png_(self) -> bytes:  # notebook display (jaxvis.output.display)
-        from jaxvis.output import display
-
-        return display.png(self)
-
-    def _repr_html_(self) -> str:
-        from jaxvis.output import display
-
-        return display.html(self)
-
-    def show(self, **kwargs):
-        """Draw the result with matplotlib (`jaxvis.output.display.show`); returns the Axes."""
-        from jaxvis.output import display
-
-        return display.show(self, **kwargs)
 
 
 def octave_sizes(height: int, width: int, config: DreamConfig) -> tuple[tuple[int, int], ...]:

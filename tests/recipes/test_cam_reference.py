@@ -37,17 +37,12 @@ CLASSES = np.asarray([[3, 7], [1, 3], [9, 0]], np.int32)  # [B, K]
 TOLERANCE = 1e-9
 
 
-class Net(nn.Module):
-    """pytorch/examples' MNIST `Net` (same state_dict keys) with ReLU modules; display image -> logits."""
+class Net(zoo.MnistNet):
+    """pytorch/examples' MNIST `Net` (same state_dict keys) with ReLU modules (Captum's guided backprop
+    hooks modules); display image -> logits."""
 
     def __init__(self):
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, 1)
-        self.conv2 = nn.Conv2d(32, 64, 3, 1)
-        self.dropout1 = nn.Dropout(0.25)
-        self.dropout2 = nn.Dropout(0.5)
-        self.fc1 = nn.Linear(9216, 128)
-        self.fc2 = nn.Linear(128, 10)
         self.relu1, self.relu2, self.relu3 = nn.ReLU(), nn.ReLU(), nn.ReLU()
 
     def forward(self, x01):
