@@ -9,18 +9,24 @@ executed or unpickled: pickled entries (`sample_inputs`, a tensor with `use_pick
 never read, and a tensor the graph needs that is only stored pickled is a `WeightFileError`.
 Every problem -- not a zip, truncated, no `models/model.json`, a tensor whose bytes do not match
 its description -- is one `WeightFileError` line, and nothing is returned half-read.
+
+The file is memory-mapped and a tensor stored exactly as itself in native float32 (the usual case)
+is a read-only view of the mapping, so reading costs no copy; the loader copies each weight once,
+into the executor's layout (`jaxvis.models.graph.build`). Keep views only while loading: the
+mapping follows the file, and a file truncated under a live view faults on access.
 """
 
 from __future__ import annotations
 
 import json
+import mmap
 import zipfile
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from jaxvis.convert.zip_members import read_stored_member
+from jaxvis.convert.zip_members import mapped_member
 from jaxvis.errors import WeightFileError
 
 __all__ = ["ExportArchive", "read_export_archive", "SCALAR_TYPES"]
@@ -61,9 +67,9 @@ def _int(value) -> int:
 
 
 def _tensor(data: np.ndarray, meta: Mapping, byteorder: str) -> np.ndarray:
-    """View raw storage bytes (an aligned uint8 array) as the tensor `meta` describes (dtype, sizes,
-    strides, storage offset): the storage itself when it is exactly that tensor, C-contiguous and
-    in native float32 (no copy, so the weights stay in the aligned buffer they were read into)."""
+    """View raw storage bytes (a uint8 view of the mapped file) as the tensor `meta` describes
+    (dtype, sizes, strides, storage offset): the storage itself when it is exactly that tensor,
+    C-contiguous and in native float32 (no copy), else a new array."""
     code = int(meta["dtype"])
     if code not in SCALAR_TYPES:
         raise ValueError(f"unsupported dtype code {code}")
@@ -91,7 +97,8 @@ def _tensor(data: np.ndarray, meta: Mapping, byteorder: str) -> np.ndarray:
     return array
 
 
-def _read_tensors(archive: zipfile.ZipFile, file, prefix: str, folder: str, byteorder: str, path: str) -> dict:
+def _read_tensors(archive: zipfile.ZipFile, mapped: np.ndarray, prefix: str, folder: str, byteorder: str,
+                  path: str) -> dict:
     config_name = f"{prefix}data/{folder}/model_{folder}_config.json"
     if config_name not in archive.namelist():
         return {}
@@ -105,7 +112,7 @@ def _read_tensors(archive: zipfile.ZipFile, file, prefix: str, folder: str, byte
         if member not in names:
             raise _fail(path, f"tensor {name!r} names {entry['path_name']!r}, which the archive lacks")
         try:
-            data = read_stored_member(archive, file, archive.getinfo(member))
+            data = mapped_member(archive, mapped, archive.getinfo(member))
             tensors[name] = _tensor(data, entry["tensor_meta"], byteorder)
         except (ValueError, KeyError, TypeError) as error:
             raise _fail(path, f"tensor {name!r} cannot be read: {error}") from None
@@ -116,14 +123,15 @@ def read_export_archive(path: str) -> ExportArchive:
     """Read a `.pt2` archive (see the module docstring). Raises `WeightFileError`."""
     try:
         with zipfile.ZipFile(path) as archive, open(path, "rb") as file:
+            mapped = np.frombuffer(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ), np.uint8)
             names = archive.namelist()
             prefix = _prefix(names, path)
             byteorder = "little"
             if f"{prefix}byteorder" in names:
                 byteorder = archive.read(f"{prefix}byteorder").decode().strip() or "little"
             model = json.loads(archive.read(f"{prefix}models/model.json"))
-            tensors = _read_tensors(archive, file, prefix, "weights", byteorder, path)
-            for name, array in _read_tensors(archive, file, prefix, "constants", byteorder, path).items():
+            tensors = _read_tensors(archive, mapped, prefix, "weights", byteorder, path)
+            for name, array in _read_tensors(archive, mapped, prefix, "constants", byteorder, path).items():
                 tensors.setdefault(name, array)
     except FileNotFoundError:
         raise _fail(path, "no such file") from None

@@ -1,8 +1,10 @@
 """The torch-free `.pt2` reader: tensors as torch saved them, and one-line errors for bad archives."""
 
 import json
+import mmap
 import struct
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -11,7 +13,9 @@ from torch import nn
 
 from jaxvis.convert.export_archive import read_export_archive
 from jaxvis.convert.host_buffers import is_aligned
+from jaxvis.convert.zip_members import crc32
 from jaxvis.errors import WeightFileError
+from jaxvis.models.graph import load_graph_model
 
 
 class _Net(nn.Module):
@@ -99,10 +103,31 @@ def test_not_an_export_archive(tmp_path, archive):
     _one_line_error(tmp_path / "missing.pt2", "no such file")
 
 
-def test_contiguous_float32_weights_stay_in_the_aligned_buffer_they_were_read_into(archive):
+def test_contiguous_float32_weights_are_read_only_views_of_the_mapped_file(archive):
     _, path = archive
-    read = read_export_archive(str(path))
-    assert is_aligned(read.tensors["conv.weight"]) and read.tensors["conv.weight"].base is not None  # a view, no copy
+    weight = read_export_archive(str(path)).tensors["conv.weight"]
+    assert is_aligned(weight) and not weight.flags.writeable  # torch aligns records to 64 bytes; no copy
+    base = weight
+    while isinstance(base, np.ndarray):
+        base = base.base
+    assert isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap)
+
+
+def test_loaded_weights_own_their_memory_so_the_file_can_change_under_them(archive):
+    model, path = archive
+    spec = load_graph_model(str(path))
+    before = {k: np.array(v) for k, v in spec.variables["params"].items()}
+    path.write_bytes(b"")  # truncated in place: any view of the old mapping would now fault (SIGBUS)
+    for name, value in spec.variables["params"].items():
+        np.testing.assert_array_equal(np.asarray(value), before[name])
+    np.testing.assert_array_equal(np.asarray(spec.variables["params"]["conv.weight"]),
+                                  model.conv.weight.detach().numpy().transpose(2, 3, 1, 0))
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, 1 << 20])
+def test_the_crc_is_zlibs(size):
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
+    assert crc32(data) == zlib.crc32(data.tobytes())
 
 
 def test_a_flipped_byte_in_a_weight_fails_its_crc_check(archive, tmp_path):

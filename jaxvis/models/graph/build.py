@@ -3,26 +3,36 @@
 Contract: a front-end declares the input (NCHW shape for one image), the file's tensors
 (`add_param`: weights, kept in the variables; `add_const`: small constants), then adds nodes in
 topological order with `node(...)`. Each node is checked as it is added, by running the
-executor's own op on the known shapes (`jax.eval_shape`), so a bad attribute or shape is a
-`JaxvisError` naming the node before anything runs; a node whose inputs are all known at load time
-(shape arithmetic, weight-only subgraphs such as a transposed matrix) is folded into a constant.
-`static(name)` gives a value that must be known at load time (a reshape target, a slice bound) or
-raises the "dynamic shape" error. Shapes are traced with a batch of one; a reshape / expand whose
-first dimension is that batch is rewritten to keep the batch free. `finish` returns the `Graph`
-and its variables, with every weight converted once to the executor's layout.
+executor's own op on the known shapes (`jax.eval_shape`; `shape_rules` does the commonest nodes
+by arithmetic), so a bad attribute or shape is a `JaxvisError` naming the node before anything
+runs; a node whose inputs are all known at load time (shape arithmetic, weight-only subgraphs
+such as a transposed matrix) is folded into a constant. `static(name)` gives a value that must be
+known at load time (a reshape target, a slice bound) or raises the "dynamic shape" error. Shapes
+are traced with a batch of one; a reshape / expand whose first dimension is that batch is
+rewritten to keep the batch free. `finish` returns the `Graph` and its variables, with every
+weight converted once to the executor's layout.
+
+Weights are converted on worker threads while the front-end goes on lowering (NumPy copies
+release the GIL): a conv kernel's new layout is a full pass over its memory, most of an all-conv
+model's load time. Every parameter ends up in aligned memory the variables own (`host_buffers`),
+never as a view of the source file's mapping, so the device arrays alias nothing of the file.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvis.convert.host_buffers import aligned_copy, is_aligned
 from jaxvis.errors import JaxvisError
 from jaxvis.models.graph.executor import run_node
-from jaxvis.models.graph.ir import Graph, Node, convert_weight
+from jaxvis.models.graph.ir import Graph, Node, convert_weight, converted_shape
+from jaxvis.models.graph.shape_rules import infer as infer_shapes
 from jaxvis.models.graph.values import Ctx, V, plain
 
 __all__ = ["GraphBuilder"]
@@ -31,6 +41,45 @@ _SMALL = 256  # folded results up to this many entries are embedded in the progr
 # Shape inference traces each node alone: lax.conv has the same shapes as the fast formulations and
 # traces in a fraction of the time (Winograd and the redirected ReLUs are custom_vjp functions).
 _SHAPE_CTX = Ctx(impl="lax")
+
+
+_workers: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _workers
+    if _workers is None:
+        _workers = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="jaxvis-weights")
+    return _workers
+
+
+class _Converting:
+    """A weight whose conversion runs on a worker thread: its shape and dtype are known now, its
+    array on `result()` (or `np.asarray`)."""
+
+    def __init__(self, future: Future, shape: tuple[int, ...], dtype):
+        self.future, self.shape, self.dtype = future, shape, np.dtype(dtype)
+        self.ndim, self.size = len(shape), int(np.prod(shape, dtype=np.int64))
+
+    def result(self) -> np.ndarray:
+        return self.future.result()
+
+    def __array__(self, dtype=None, copy=None):
+        array = self.result()
+        return array if dtype is None else array.astype(dtype, copy=False)
+
+
+def _resolved(value):
+    return value.result() if isinstance(value, _Converting) else value
+
+
+def _owned(array) -> np.ndarray:
+    """A parameter in memory it owns: aligned, writable, float32 if floating (see the module docstring)."""
+    array = _resolved(array)
+    floating = np.issubdtype(array.dtype, np.floating)
+    if floating and array.dtype != np.float32 or not array.flags.writeable or not is_aligned(array):
+        return aligned_copy(array, np.float32 if floating else None)
+    return array
 
 
 class GraphBuilder:
@@ -87,7 +136,7 @@ class GraphBuilder:
                 f"{self.source_format} node {node!r}: its {what} ({name!r}) depends on the input at run time "
                 f"(a dynamic shape); jaxvis needs it fixed when the model loads -- export with static shapes or "
                 f"pass input_size")
-        return self.known[name]
+        return _resolved(self.known[name])
 
     def mark_weight(self, name: str, kind: str, groups: int, node: str) -> None:
         """Convert the stored weight `name` once with `ir.convert_weight(kind, groups)` (a conv uses it)."""
@@ -99,10 +148,12 @@ class GraphBuilder:
             raise JaxvisError(f"{self.source_format} node {node!r}: weight {name!r} is shared by convolutions of "
                               f"different kinds, which is not supported")
         if previous is None:
+            array = _resolved(self.known[name])
             try:
-                self.known[name] = convert_weight(kind, self.known[name], groups)
+                shape = converted_shape(kind, array.shape, groups)
             except JaxvisError as error:
                 raise JaxvisError(f"{self.source_format} node {node!r}: {error}") from None
+            self.known[name] = _Converting(_pool().submit(convert_weight, kind, array, groups), shape, array.dtype)
         self.weight_kinds[name] = (kind, groups, node)
         self.params.add(name)
 
@@ -117,7 +168,7 @@ class GraphBuilder:
                 raise JaxvisError(f"{self.source_format} node {name!r} reads {value!r}, which nothing produces")
         tensors = [v for v in node.inputs if isinstance(v, str)]
         if tensors and all(v in self.known for v in tensors) and op not in ("conv",):
-            args = [V(jnp.asarray(self.known[v])) if isinstance(v, str) else v for v in node.inputs]
+            args = [V(jnp.asarray(_resolved(self.known[v]))) if isinstance(v, str) else v for v in node.inputs]
             results = run_node(node, args, Ctx())
             for out, value in zip(outputs, results):
                 array = np.asarray(plain(value))
@@ -137,10 +188,12 @@ class GraphBuilder:
 
         shapes = [self.shapes.get(v) or jax.ShapeDtypeStruct(self.known[v].shape, self._dtype(self.known[v]))
                   for v in tensors]
+        key_shapes = _aligned(node.inputs, shapes)
         key = (node.op, node.attrs, tuple((v, None) if not isinstance(v, str) else (None, s.shape, str(s.dtype))
-                                          for v, s in zip(node.inputs, _aligned(node.inputs, shapes))))
+                                          for v, s in zip(node.inputs, key_shapes)))
         try:
-            results = self._shape_cache.get(key) or jax.eval_shape(trace, *shapes)
+            results = (self._shape_cache.get(key) or infer_shapes(node.op, node.attr, node.inputs, key_shapes)
+                       or jax.eval_shape(trace, *shapes))
         except JaxvisError:
             raise
         except Exception as error:  # noqa: BLE001 -- any tracing failure is a bad node
@@ -228,17 +281,17 @@ class GraphBuilder:
         for name in sorted(used):
             if name not in self.known:
                 continue
-            array = self.known[name]
             if name in self.params:
-                params[name] = np.asarray(array, np.float32) if np.issubdtype(array.dtype, np.floating) else array
+                params[name] = _pool().submit(_owned, self.known[name])
             else:
-                constants[name] = array
+                constants[name] = _resolved(self.known[name])
+        params = {k: v.result() for k, v in params.items()}
         graph = Graph(
             name=self.name, input=self.input, input_shape=self.input_shape, nodes=tuple(self.nodes),
             params={k: tuple(v.shape) for k, v in params.items()}, constants=constants,
             layers=tuple(layers), outputs=tuple(outputs), source_format=self.source_format,
             input_layout=self.input_layout, per_item=self.per_item)
-        return graph, {"params": {k: jnp.asarray(v) for k, v in params.items()}}
+        return graph, {"params": jax.device_put(params)}
 
 
 def _aligned(inputs, shapes):

@@ -33,7 +33,7 @@ import numpy as np
 from jaxvis.convert.host_buffers import aligned_copy
 from jaxvis.errors import JaxvisError
 
-__all__ = ["Graph", "Node", "OPS", "convert_weight", "freeze", "graph_from_data", "graph_to_data"]
+__all__ = ["Graph", "Node", "OPS", "convert_weight", "converted_shape", "freeze", "graph_from_data", "graph_to_data"]
 
 # Every op the executor runs, by how it treats layouts (see executor.py).
 SPATIAL_OPS = ("conv", "max_pool", "avg_pool", "lp_pool", "adaptive_avg_pool", "adaptive_max_pool", "group_norm",
@@ -231,6 +231,23 @@ def _oihw_to_hwio(array: np.ndarray) -> np.ndarray:
     return aligned_copy(rows.reshape(i, kh * kw, o).transpose(1, 0, 2)).reshape(kh, kw, i, o)
 
 
+def converted_shape(kind: str, shape, groups: int = 1) -> tuple[int, ...]:
+    """The shape `convert_weight(kind, array, groups)` gives an array of `shape`, or the
+    `JaxvisError` it would raise: known before the (possibly deferred) conversion runs."""
+    shape = tuple(int(n) for n in shape)
+    if len(shape) != 4:
+        raise JaxvisError(f"a 2-D convolution weight must have 4 dimensions, got shape {shape}")
+    if kind == "conv":
+        o, i, kh, kw = shape
+        return kh, kw, i, o
+    if kind == "conv_transpose":
+        cin, cout_g, kh, kw = shape
+        if groups < 1 or cin % groups:
+            raise JaxvisError(f"a transposed convolution weight of shape {shape} does not split into {groups} groups")
+        return kh, kw, cin // groups, groups * cout_g
+    raise JaxvisError(f"internal: unknown weight layout {kind!r}")
+
+
 def convert_weight(kind: str, array: np.ndarray, groups: int = 1) -> np.ndarray:
     """A source weight in the layout the executor uses, converted once at load.
 
@@ -239,12 +256,11 @@ def convert_weight(kind: str, array: np.ndarray, groups: int = 1) -> np.ndarray:
     [kh, kw, I/g, O], spatially flipped.
     """
     array = np.asarray(array)
-    if array.ndim != 4:
-        raise JaxvisError(f"a 2-D convolution weight must have 4 dimensions, got shape {array.shape}")
+    converted_shape(kind, array.shape, groups)
     if kind == "conv":
         return _oihw_to_hwio(array)
     if kind == "conv_transpose":
         cin, cout_g, kh, kw = array.shape
         w = array.reshape(groups, cin // groups, cout_g, kh, kw).transpose(3, 4, 1, 0, 2)
-        return np.ascontiguousarray(w.reshape(kh, kw, cin // groups, groups * cout_g)[::-1, ::-1])
+        return aligned_copy(w.reshape(kh, kw, cin // groups, groups * cout_g)[::-1, ::-1])
     raise JaxvisError(f"internal: unknown weight layout {kind!r}")
