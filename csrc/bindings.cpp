@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "image_kernels.hpp"
+#include "layout.hpp"
 
 #ifdef JAXVIS_WITH_XLA_FFI
 #include "xla/ffi/api/c_api.h"
@@ -115,6 +116,19 @@ FloatArray resize_bicubic(const FloatArray& images, int out_h, int out_w, int nu
     return out;
 }
 
+void oihw_to_hwio(const FloatArray& kernel, FloatArray out, int num_threads) {
+    if (kernel.ndim() != 4) throw std::invalid_argument("kernel must be 4-D (O, I, kh, kw)");
+    const auto o = kernel.shape(0), i = kernel.shape(1), kh = kernel.shape(2), kw = kernel.shape(3);
+    if (out.ndim() != 4 || out.shape(0) != kh || out.shape(1) != kw || out.shape(2) != i || out.shape(3) != o)
+        throw std::invalid_argument("out must have the shape (kh, kw, I, O) of the kernel (O, I, kh, kw)");
+    const float* in = kernel.data();
+    float* dst = out.mutable_data();
+    if (kernel.size() == 0) return;
+    if (dst < in + kernel.size() && in < dst + out.size()) throw std::invalid_argument("kernel and out overlap");
+    py::gil_scoped_release release;
+    jaxvis::oihw_to_hwio(in, dst, o, i, kh * kw, num_threads);
+}
+
 #ifdef JAXVIS_WITH_XLA_FFI
 using FfiHandler = XLA_FFI_Error* (*)(XLA_FFI_CallFrame*);
 
@@ -142,6 +156,8 @@ PYBIND11_MODULE(_core, m) {
           py::arg("out_w"), py::arg("num_threads") = 0, "cv2.resize(INTER_CUBIC) per image.");
     m.def("gaussian_ksize_for_sigma", &jaxvis::gaussian_ksize_for_sigma, py::arg("sigma"),
           "OpenCV's kernel size for sigma when ksize = 0 (float images).");
+    m.def("oihw_to_hwio", &oihw_to_hwio, py::arg("kernel").noconvert(), py::arg("out").noconvert(),
+          py::arg("num_threads") = 0, "out[kh, kw, I, O] = kernel[O, I, kh, kw] (float32, C order, GIL released).");
     m.def("available_cores", &jaxvis::available_cores, "Cores the kernels use by default.");
 #ifdef JAXVIS_WITH_XLA_FFI
     m.def("warp_ffi_handlers", [] { return ffi_handlers({{"forward", &JaxvisWarpForward}, {"backward", &JaxvisWarpBackward}}); },

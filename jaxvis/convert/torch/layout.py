@@ -30,6 +30,7 @@ import numpy as np
 from jaxvis.convert.host_buffers import aligned_copy, is_aligned
 from jaxvis.convert.trees import check_against_init, shown, unflatten_tree
 from jaxvis.errors import WeightFileError
+from jaxvis.native.layout import oihw_to_hwio
 
 __all__ = [
     "Rule", "apply_rules", "batchnorm", "conv_kernel", "convert_state_dict", "fold_batchnorm", "linear_weight",
@@ -59,7 +60,7 @@ def _expect_ndim(array, ndim: int, what: str) -> np.ndarray:
 
 def conv_kernel(weight) -> np.ndarray:
     """torch conv weight (O, I/groups, kh, kw) -> HWIO kernel (kh, kw, I/groups, O)."""
-    return _f32(_expect_ndim(weight, 4, "a conv weight").transpose(2, 3, 1, 0))
+    return _f32(oihw_to_hwio(_expect_ndim(weight, 4, "a conv weight")))
 
 
 def linear_weight(weight, chw: tuple[int, int, int] | None = None) -> np.ndarray:

@@ -32,6 +32,7 @@ import numpy as np
 
 from jaxvis.convert.host_buffers import aligned_copy
 from jaxvis.errors import JaxvisError
+from jaxvis.native.layout import oihw_to_hwio
 
 __all__ = ["Graph", "Node", "OPS", "convert_weight", "converted_shape", "freeze", "graph_from_data", "graph_to_data"]
 
@@ -220,17 +221,6 @@ def graph_from_data(data: Mapping) -> Graph:
         raise JaxvisError(f"a stored graph recipe is malformed ({error})") from None
 
 
-def _oihw_to_hwio(array: np.ndarray) -> np.ndarray:
-    """[O, I, kh, kw] -> [kh, kw, I, O] in two passes that each write whole rows: [O, I·kh·kw] -> its
-    transpose, then [I, kh·kw, O] -> [kh·kw, I, O]. NumPy's one-pass copy of the 4-D transposed view
-    strides through memory and runs at half the speed; this is most of loading an all-conv model."""
-    o, i, kh, kw = array.shape
-    if kh * kw == 1:
-        return aligned_copy(array.reshape(o, i).T).reshape(1, 1, i, o)
-    rows = np.ascontiguousarray(array.reshape(o, i * kh * kw).T)  # [I·kh·kw, O]
-    return aligned_copy(rows.reshape(i, kh * kw, o).transpose(1, 0, 2)).reshape(kh, kw, i, o)
-
-
 def converted_shape(kind: str, shape, groups: int = 1) -> tuple[int, ...]:
     """The shape `convert_weight(kind, array, groups)` gives an array of `shape`, or the
     `JaxvisError` it would raise: known before the (possibly deferred) conversion runs."""
@@ -258,7 +248,7 @@ def convert_weight(kind: str, array: np.ndarray, groups: int = 1) -> np.ndarray:
     array = np.asarray(array)
     converted_shape(kind, array.shape, groups)
     if kind == "conv":
-        return _oihw_to_hwio(array)
+        return oihw_to_hwio(array, num_threads=1)  # the builder converts several weights at once
     if kind == "conv_transpose":
         cin, cout_g, kh, kw = array.shape
         w = array.reshape(groups, cin // groups, cout_g, kh, kw).transpose(3, 4, 1, 0, 2)
