@@ -19,6 +19,7 @@ mapping follows the file, and a file truncated under a live view faults on acces
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import zipfile
 from collections.abc import Mapping
@@ -77,7 +78,7 @@ def _tensor(data: np.ndarray, meta: Mapping, byteorder: str) -> np.ndarray:
     bfloat16 = dtype == "bfloat16"
     np_dtype = np.dtype(np.uint16 if bfloat16 else dtype).newbyteorder("<" if byteorder == "little" else ">")
     sizes = tuple(_int(s) for s in meta["sizes"])
-    contiguous = tuple(int(np.prod(sizes[i + 1:])) for i in range(len(sizes)))
+    contiguous = tuple(math.prod(sizes[i + 1:]) for i in range(len(sizes)))
     strides = tuple(_int(s) for s in meta.get("strides", ())) or contiguous
     offset = _int(meta.get("storage_offset", 0))
     count = data.size // np_dtype.itemsize
@@ -87,7 +88,7 @@ def _tensor(data: np.ndarray, meta: Mapping, byteorder: str) -> np.ndarray:
     last = offset + sum((n - 1) * s for n, s in zip(sizes, strides))
     if offset < 0 or last >= storage.size or min(strides, default=0) < 0:
         raise ValueError(f"its {storage.size} stored elements do not hold sizes {sizes} with strides {strides}")
-    if (offset == 0 and strides == contiguous and storage.size == int(np.prod(sizes))
+    if (offset == 0 and strides == contiguous and storage.size == math.prod(sizes)
             and np_dtype == np.dtype(np.float32) and np_dtype.isnative):
         return storage.reshape(sizes)
     array = np.lib.stride_tricks.as_strided(storage[offset:], sizes, [s * np_dtype.itemsize for s in strides])
