@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxvis.models import conv_onednn
 from jaxvis.models.conv_winograd import winograd_conv3x3
 
 __all__ = [
@@ -52,10 +53,12 @@ __all__ = [
     "normalize_padding",
 ]
 
-IMPLS = ("auto", "lax", "taps", "winograd", "split")
+IMPLS = ("auto", "lax", "taps", "winograd", "split", "onednn", "xla")
 _STEM_TAPS_MAX = 32  # largest kh*kw*Cin/groups a CPU regular conv still runs as im2col
 _WINOGRAD_MIN_CHANNELS = 96  # smallest Cin and Cout a CPU 3x3 stride-1 conv runs as Winograd
 _WINOGRAD_TILE = 4  # output tile m of F(m x m, 3 x 3)
+# large-kernel stems on RGB (7x7 s2, 11x11 s4) measured faster in lax than in oneDNN (bench_conv_shapes.py)
+_ONEDNN_STEM_MAX_CHANNELS, _ONEDNN_STEM_MIN_TAPS = 4, 25
 
 Padding = int | tuple[int, int] | tuple[tuple[int, int], tuple[int, int]]
 
@@ -92,7 +95,7 @@ def winograd_applies(kernel_shape: Sequence[int], groups: int = 1, stride=1) -> 
 
 
 def choose_impl(kernel_shape: Sequence[int], groups: int = 1, impl: str = "auto", backend: str | None = None,
-                *, stride=1) -> str:
+                *, stride=1, onednn: bool = True) -> str:
     """The formulation ("lax", "taps", "winograd" or "split") a conv with this kernel and stride uses;
     `impl` other than "auto" wins, except that "winograd" and "split" stand for "auto" where they do
     not apply."""
@@ -102,13 +105,18 @@ def choose_impl(kernel_shape: Sequence[int], groups: int = 1, impl: str = "auto"
         return impl
     if impl == "split" and groups > 1 and not is_depthwise(kernel_shape, groups):
         return impl
-    if impl not in ("auto", "winograd", "split"):
+    if impl == "onednn" and onednn and conv_onednn.available():
+        return impl
+    if impl not in ("auto", "winograd", "split", "onednn", "xla"):
         return impl
     if (backend or jax.default_backend()) != "cpu":
         return "lax"
     kh, kw, cin_per_group, cout = kernel_shape[:4]
     if (kh, kw) == (1, 1) or is_depthwise(kernel_shape, groups):
         return "taps"
+    if impl != "xla" and onednn and conv_onednn.available() and not (
+            cin_per_group <= _ONEDNN_STEM_MAX_CHANNELS and kh * kw >= _ONEDNN_STEM_MIN_TAPS):
+        return "onednn"
     if groups == 1 and kh * kw * cin_per_group <= _STEM_TAPS_MAX:
         return "taps"
     if groups > 1:
@@ -317,12 +325,18 @@ def conv2d(x, kernel, bias=None, *, stride=1, padding: Padding = 0, groups: int 
     if x.shape[-1] != kernel.shape[2] * groups or kernel.shape[3] % groups:
         raise ValueError(f"kernel {kernel.shape} with groups={groups} does not fit {x.shape[-1]} input channels")
     formulation = choose_impl(kernel.shape, groups, impl, stride=stride)
-    if formulation == "winograd":
+    if formulation == "onednn" and not conv_onednn.applies(x, kernel, normalize_padding(padding)):
+        formulation = choose_impl(kernel.shape, groups, "xla", stride=stride)
+    if formulation == "onednn":
+        y = conv_onednn.conv_onednn(x, kernel, stride=_pair(stride, "stride"), padding=normalize_padding(padding),
+                                    groups=groups)
+    elif formulation == "winograd":
         y = winograd_conv3x3(x, kernel, padding=normalize_padding(padding), m=_WINOGRAD_TILE)
     elif formulation == "split":
         cin, cout = kernel.shape[2], kernel.shape[3] // groups
         y = jnp.concatenate([
-            conv2d(x[..., g * cin:(g + 1) * cin], kernel[..., g * cout:(g + 1) * cout], stride=stride, padding=padding)
+            conv2d(x[..., g * cin:(g + 1) * cin], kernel[..., g * cout:(g + 1) * cout], stride=stride, padding=padding,
+                   impl="xla" if impl == "xla" else "auto")
             for g in range(groups)], axis=-1)
     else:
         fn = conv_taps if formulation == "taps" else conv_lax
