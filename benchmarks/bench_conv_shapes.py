@@ -102,7 +102,7 @@ def main() -> None:
                 return torch.autograd.grad(loss, tx)[0]
             fns["torch"] = torch_step
         times = {impl: [] for impl in fns}
-        for impl, fn in fns.items():  # compile, warm up
+        for fn in fns.values():  # compile, warm up
             jax.block_until_ready(fn(x, kernel))
             jax.block_until_ready(fn(x, kernel))
         for _ in range(args.repeats):

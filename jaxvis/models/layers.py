@@ -23,8 +23,16 @@ Formulations (`impl`):
 * `"split"`: a grouped (not depthwise) conv as one ungrouped conv per group, each in the
   formulation `"auto"` picks for it, concatenated: XLA CPU's `feature_group_count` conv runs several
   times slower than the same work ungrouped. Ungrouped and depthwise convs as `"auto"` picks them.
+* `"onednn"`: the conv as XLA FFI custom calls into oneDNN (the library PyTorch's CPU convs use),
+  forward and input gradient (`jaxvis.models.conv_onednn`, `csrc/onednn_ffi.cpp`); CPU only, float32,
+  padding >= 0, and only where the extension `jaxvis._onednn` was built and libdnnl.so.3 loads
+  (else, and for other dtypes or negative padding, as `"xla"` picks).
+* `"xla"`: what `"auto"` picks among the XLA formulations alone (no oneDNN): the choice below
+  without its oneDNN rule.
 * `"auto"` (default): picked at trace time from `jax.default_backend()`, the kernel shape and the
-  stride by `choose_impl`: on CPU `"taps"` for 1x1, depthwise and stem convs (kh*kw*Cin/groups <= 32,
+  stride by `choose_impl`: on CPU `"taps"` for 1x1 and depthwise convs, then `"onednn"` where it is
+  available for every other conv except large-kernel stems on RGB (Cin/groups <= 4, kh*kw >= 25:
+  lax measured faster there); without oneDNN: `"taps"` for stem convs (kh*kw*Cin/groups <= 32,
   e.g. a 3x3 conv on RGB), `"winograd"` for 3x3 stride-1 ungrouped convs with at least
   `_WINOGRAD_MIN_CHANNELS` input and output channels (XLA's own conv is the faster one below that,
   where the transforms' memory traffic outweighs the saved multiply-adds), `"split"` for grouped
@@ -96,9 +104,10 @@ def winograd_applies(kernel_shape: Sequence[int], groups: int = 1, stride=1) -> 
 
 def choose_impl(kernel_shape: Sequence[int], groups: int = 1, impl: str = "auto", backend: str | None = None,
                 *, stride=1, onednn: bool = True) -> str:
-    """The formulation ("lax", "taps", "winograd" or "split") a conv with this kernel and stride uses;
-    `impl` other than "auto" wins, except that "winograd" and "split" stand for "auto" where they do
-    not apply."""
+    """The formulation ("lax", "taps", "winograd", "split" or "onednn") a conv with this kernel and
+    stride uses; `impl` other than "auto" wins, except that "winograd", "split" and "onednn" stand for
+    "auto" where they do not apply ("onednn": not built or not loadable), and "xla" is "auto" without
+    oneDNN. `onednn=False`: never "onednn" (what `conv2d` falls back to)."""
     if impl not in IMPLS:
         raise ValueError(f"unknown conv formulation {impl!r}; valid: {', '.join(IMPLS)}")
     if impl == "winograd" and winograd_applies(kernel_shape, groups, stride):
@@ -315,7 +324,7 @@ def conv2d(x, kernel, bias=None, *, stride=1, padding: Padding = 0, groups: int 
       stride: int or (sh, sw).
       padding: zeros on each side: p, (ph, pw) or ((top, bottom), (left, right)).
       groups: torch's `groups` (lax's `feature_group_count`).
-      impl: "auto", "lax", "taps", "winograd" or "split".
+      impl: "auto", "lax", "taps", "winograd", "split", "onednn" or "xla".
 
     Returns:
       [B, Ho, Wo, Cout].

@@ -128,3 +128,20 @@ def test_auto_picks_onednn_on_cpu_only():
     assert choose_impl((7, 7, 3, 64), 1, backend="cpu", stride=2) == "lax"  # large-kernel RGB stems
     assert choose_impl((3, 3, 8, 256), 32, backend="cpu") == "onednn"  # grouped
     assert choose_impl((3, 3, 8, 256), 32, backend="cpu", impl="split") == "split"  # forcing wins
+
+
+def test_a_missing_library_turns_the_calls_off(monkeypatch):
+    """libdnnl.so.3 not loadable (here: the module not importable): no registration, "auto" picks XLA."""
+    from jaxvis.native import custom_calls
+
+    monkeypatch.setitem(custom_calls._OWN_MODULE, "onednn", "jaxvis._no_such_module")
+    custom_calls.cpu_targets.cache_clear()
+    try:
+        assert not conv_onednn.available()
+        assert choose_impl((3, 3, 64, 64), 1, backend="cpu") == "lax"
+        x, kernel, _ = _inputs(CASES[0])
+        text = jax.jit(lambda x: conv2d(x, kernel, padding=1, impl="onednn")).lower(x).as_text()
+        assert "jaxvis_onednn" not in text
+    finally:
+        monkeypatch.undo()
+        custom_calls.cpu_targets.cache_clear()

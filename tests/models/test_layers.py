@@ -143,7 +143,8 @@ def test_auto_choice_per_backend():
     assert choose_impl((3, 3, 256, 256), 1, backend="cpu", stride=2, onednn=False) == "lax"
     assert choose_impl((3, 3, 256, 256), 1, backend="gpu") == "lax"
     assert choose_impl((3, 3, 8, 8), 1, impl="winograd", backend="gpu") == "winograd"  # forcing wins
-    assert choose_impl((3, 3, 1, 96), 96, impl="winograd", backend="cpu", onednn=False) == "taps"  # not a Winograd shape
+    # not a Winograd shape
+    assert choose_impl((3, 3, 1, 96), 96, impl="winograd", backend="cpu", onednn=False) == "taps"
     for kernel, groups in [((3, 3, 1, 96), 96), ((1, 1, 96, 24), 1), ((3, 3, 3, 32), 1)]:
         assert choose_impl(kernel, groups, backend="gpu") == "lax"
     assert choose_impl((3, 3, 1, 96), 96, impl="lax", backend="cpu", onednn=False) == "lax"  # forcing wins

@@ -40,6 +40,7 @@ def require(group: str) -> None:
     if custom_calls.cpu_targets(group):
         return
     if expected():
+        hint = _ONEDNN_HINT if group == "onednn" else ""
         pytest.fail(f"the {group} custom call is not built or not registered on x86-64 Linux (the build "
-                    f"must compile csrc/{group}_ffi.cpp{_ONEDNN_HINT if group == 'onednn' else ''}); set {OPT_OUT}=1 if a build without it is intended")
+                    f"must compile csrc/{group}_ffi.cpp{hint}); set {OPT_OUT}=1 if a build without it is intended")
     pytest.skip(f"the {group} custom call is not built ({OPT_OUT}=1 or not x86-64 Linux)")
