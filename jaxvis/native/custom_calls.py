@@ -45,7 +45,9 @@ def cpu_targets(group: str) -> bool:
         jax.ffi.register_ffi_target(f"jaxvis_{group}_{name}", handler, platform="cpu")
         # Each image is handled on its own, so a batch sharded over devices stays sharded (without
         # this, XLA's partitioner would gather the whole batch onto every device for the call).
-        if hasattr(jax.ffi, "register_ffi_target_as_batch_partitionable"):
+        # Not the oneDNN convs: their weights operand has no batch dim (sharded, they are correct but
+        # gather the batch; see benchmarks/README.md).
+        if hasattr(jax.ffi, "register_ffi_target_as_batch_partitionable") and group != "onednn":
             jax.ffi.register_ffi_target_as_batch_partitionable(f"jaxvis_{group}_{name}")
     return True
 
