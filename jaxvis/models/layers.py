@@ -23,8 +23,16 @@ Formulations (`impl`):
 * `"split"`: a grouped (not depthwise) conv as one ungrouped conv per group, each in the
   formulation `"auto"` picks for it, concatenated: XLA CPU's `feature_group_count` conv runs several
   times slower than the same work ungrouped. Ungrouped and depthwise convs as `"auto"` picks them.
+* `"onednn"`: the conv as XLA FFI custom calls into oneDNN (the library PyTorch's CPU convs use),
+  forward and input gradient (`jaxvis.models.conv_onednn`, `csrc/onednn_ffi.cpp`); CPU only, float32,
+  padding >= 0, and only where the extension `jaxvis._onednn` was built and libdnnl.so.3 loads
+  (else, and for other dtypes or negative padding, as `"xla"` picks).
+* `"xla"`: what `"auto"` picks among the XLA formulations alone (no oneDNN): the choice below
+  without its oneDNN rule.
 * `"auto"` (default): picked at trace time from `jax.default_backend()`, the kernel shape and the
-  stride by `choose_impl`: on CPU `"taps"` for 1x1, depthwise and stem convs (kh*kw*Cin/groups <= 32,
+  stride by `choose_impl`: on CPU `"taps"` for 1x1 and depthwise convs, then `"onednn"` where it is
+  available for every other conv except large-kernel stems on RGB (Cin/groups <= 4, kh*kw >= 25:
+  lax measured faster there); without oneDNN: `"taps"` for stem convs (kh*kw*Cin/groups <= 32,
   e.g. a 3x3 conv on RGB), `"winograd"` for 3x3 stride-1 ungrouped convs with at least
   `_WINOGRAD_MIN_CHANNELS` input and output channels (XLA's own conv is the faster one below that,
   where the transforms' memory traffic outweighs the saved multiply-adds), `"split"` for grouped
@@ -45,6 +53,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxvis.models import conv_onednn
 from jaxvis.models.conv_winograd import winograd_conv3x3
 
 __all__ = [
@@ -52,10 +61,12 @@ __all__ = [
     "normalize_padding",
 ]
 
-IMPLS = ("auto", "lax", "taps", "winograd", "split")
+IMPLS = ("auto", "lax", "taps", "winograd", "split", "onednn", "xla")
 _STEM_TAPS_MAX = 32  # largest kh*kw*Cin/groups a CPU regular conv still runs as im2col
 _WINOGRAD_MIN_CHANNELS = 96  # smallest Cin and Cout a CPU 3x3 stride-1 conv runs as Winograd
 _WINOGRAD_TILE = 4  # output tile m of F(m x m, 3 x 3)
+# large-kernel stems on RGB (7x7 s2, 11x11 s4) measured faster in lax than in oneDNN (bench_conv_shapes.py)
+_ONEDNN_STEM_MAX_CHANNELS, _ONEDNN_STEM_MIN_TAPS = 4, 25
 
 Padding = int | tuple[int, int] | tuple[tuple[int, int], tuple[int, int]]
 
@@ -92,23 +103,29 @@ def winograd_applies(kernel_shape: Sequence[int], groups: int = 1, stride=1) -> 
 
 
 def choose_impl(kernel_shape: Sequence[int], groups: int = 1, impl: str = "auto", backend: str | None = None,
-                *, stride=1) -> str:
-    """The formulation ("lax", "taps", "winograd" or "split") a conv with this kernel and stride uses;
-    `impl` other than "auto" wins, except that "winograd" and "split" stand for "auto" where they do
-    not apply."""
+                *, stride=1, onednn: bool = True) -> str:
+    """The formulation ("lax", "taps", "winograd", "split" or "onednn") a conv with this kernel and
+    stride uses; `impl` other than "auto" wins, except that "winograd", "split" and "onednn" stand for
+    "auto" where they do not apply ("onednn": not built or not loadable), and "xla" is "auto" without
+    oneDNN. `onednn=False`: never "onednn" (what `conv2d` falls back to)."""
     if impl not in IMPLS:
         raise ValueError(f"unknown conv formulation {impl!r}; valid: {', '.join(IMPLS)}")
     if impl == "winograd" and winograd_applies(kernel_shape, groups, stride):
         return impl
     if impl == "split" and groups > 1 and not is_depthwise(kernel_shape, groups):
         return impl
-    if impl not in ("auto", "winograd", "split"):
+    if impl == "onednn" and onednn and conv_onednn.available():
+        return impl
+    if impl not in ("auto", "winograd", "split", "onednn", "xla"):
         return impl
     if (backend or jax.default_backend()) != "cpu":
         return "lax"
     kh, kw, cin_per_group, cout = kernel_shape[:4]
     if (kh, kw) == (1, 1) or is_depthwise(kernel_shape, groups):
         return "taps"
+    if impl != "xla" and onednn and conv_onednn.available() and not (
+            cin_per_group <= _ONEDNN_STEM_MAX_CHANNELS and kh * kw >= _ONEDNN_STEM_MIN_TAPS):
+        return "onednn"
     if groups == 1 and kh * kw * cin_per_group <= _STEM_TAPS_MAX:
         return "taps"
     if groups > 1:
@@ -307,7 +324,7 @@ def conv2d(x, kernel, bias=None, *, stride=1, padding: Padding = 0, groups: int 
       stride: int or (sh, sw).
       padding: zeros on each side: p, (ph, pw) or ((top, bottom), (left, right)).
       groups: torch's `groups` (lax's `feature_group_count`).
-      impl: "auto", "lax", "taps", "winograd" or "split".
+      impl: "auto", "lax", "taps", "winograd", "split", "onednn" or "xla".
 
     Returns:
       [B, Ho, Wo, Cout].
@@ -317,12 +334,18 @@ def conv2d(x, kernel, bias=None, *, stride=1, padding: Padding = 0, groups: int 
     if x.shape[-1] != kernel.shape[2] * groups or kernel.shape[3] % groups:
         raise ValueError(f"kernel {kernel.shape} with groups={groups} does not fit {x.shape[-1]} input channels")
     formulation = choose_impl(kernel.shape, groups, impl, stride=stride)
-    if formulation == "winograd":
+    if formulation == "onednn" and not conv_onednn.applies(x, kernel, normalize_padding(padding)):
+        formulation = choose_impl(kernel.shape, groups, "xla", stride=stride)
+    if formulation == "onednn":
+        y = conv_onednn.conv_onednn(x, kernel, stride=_pair(stride, "stride"), padding=normalize_padding(padding),
+                                    groups=groups)
+    elif formulation == "winograd":
         y = winograd_conv3x3(x, kernel, padding=normalize_padding(padding), m=_WINOGRAD_TILE)
     elif formulation == "split":
         cin, cout = kernel.shape[2], kernel.shape[3] // groups
         y = jnp.concatenate([
-            conv2d(x[..., g * cin:(g + 1) * cin], kernel[..., g * cout:(g + 1) * cout], stride=stride, padding=padding)
+            conv2d(x[..., g * cin:(g + 1) * cin], kernel[..., g * cout:(g + 1) * cout], stride=stride, padding=padding,
+                   impl="xla" if impl == "xla" else "auto")
             for g in range(groups)], axis=-1)
     else:
         fn = conv_taps if formulation == "taps" else conv_lax

@@ -133,19 +133,21 @@ def test_output_size_follows_torch():
 
 
 def test_auto_choice_per_backend():
-    assert choose_impl((3, 3, 1, 96), 96, backend="cpu") == "taps"  # depthwise
-    assert choose_impl((1, 1, 96, 24), 1, backend="cpu") == "taps"  # 1x1
-    assert choose_impl((3, 3, 3, 32), 1, backend="cpu") == "taps"  # stem on RGB
-    assert choose_impl((3, 3, 64, 64), 1, backend="cpu") == "lax"  # 3x3, too few channels for Winograd
-    assert choose_impl((3, 3, 8, 8), 2, backend="cpu") == "split"  # grouped, not depthwise
-    assert choose_impl((3, 3, 256, 256), 1, backend="cpu") == "winograd"  # wide 3x3, stride 1
-    assert choose_impl((3, 3, 256, 256), 1, backend="cpu", stride=2) == "lax"
+    # the XLA formulations ("auto" where the oneDNN custom calls are not built; tests/models/test_conv_onednn.py)
+    assert choose_impl((3, 3, 1, 96), 96, backend="cpu", onednn=False) == "taps"  # depthwise
+    assert choose_impl((1, 1, 96, 24), 1, backend="cpu", onednn=False) == "taps"  # 1x1
+    assert choose_impl((3, 3, 3, 32), 1, backend="cpu", onednn=False) == "taps"  # stem on RGB
+    assert choose_impl((3, 3, 64, 64), 1, backend="cpu", onednn=False) == "lax"  # 3x3, too few channels for Winograd
+    assert choose_impl((3, 3, 8, 8), 2, backend="cpu", onednn=False) == "split"  # grouped, not depthwise
+    assert choose_impl((3, 3, 256, 256), 1, backend="cpu", onednn=False) == "winograd"  # wide 3x3, stride 1
+    assert choose_impl((3, 3, 256, 256), 1, backend="cpu", stride=2, onednn=False) == "lax"
     assert choose_impl((3, 3, 256, 256), 1, backend="gpu") == "lax"
     assert choose_impl((3, 3, 8, 8), 1, impl="winograd", backend="gpu") == "winograd"  # forcing wins
-    assert choose_impl((3, 3, 1, 96), 96, impl="winograd", backend="cpu") == "taps"  # not a Winograd shape
+    # not a Winograd shape
+    assert choose_impl((3, 3, 1, 96), 96, impl="winograd", backend="cpu", onednn=False) == "taps"
     for kernel, groups in [((3, 3, 1, 96), 96), ((1, 1, 96, 24), 1), ((3, 3, 3, 32), 1)]:
         assert choose_impl(kernel, groups, backend="gpu") == "lax"
-    assert choose_impl((3, 3, 1, 96), 96, impl="lax", backend="cpu") == "lax"  # forcing wins
+    assert choose_impl((3, 3, 1, 96), 96, impl="lax", backend="cpu", onednn=False) == "lax"  # forcing wins
     with pytest.raises(ValueError, match="unknown conv formulation"):
         choose_impl((1, 1, 3, 3), 1, impl="fft")
 

@@ -1,4 +1,5 @@
-"""Both C++ custom calls (warp, spectral) are built and registered where the build makes them.
+"""The C++ custom calls (warp, spectral, and the oneDNN convs in jaxvis._onednn) are built and
+registered where the build makes them.
 
 A build without them turns every custom-call test into a failure on x86-64 Linux, not a skip
 (tests/custom_call_support.py); this file states it once, directly, for both groups.
@@ -26,6 +27,18 @@ def test_the_extension_exports_the_handlers(group):
     assert custom_calls.cpu_targets(group), (
         f"the {group} custom calls did not register (or JAXVIS_NATIVE_{group.upper()}=0)"
     )
+
+
+def test_the_onednn_convs_are_built_and_registered():
+    if not custom_call_support.expected():
+        pytest.skip(f"{custom_call_support.OPT_OUT}=1 or not x86-64 Linux: the custom calls may be left out")
+    try:
+        from jaxvis import _onednn
+    except ImportError as error:
+        pytest.fail(f"jaxvis._onednn is missing or cannot load libdnnl.so.3 ({error}): build with "
+                    "onednn-devel-cpu-gomp installed, run with onednn-cpu-gomp")
+    assert sorted(_onednn.ffi_handlers()) == sorted(custom_call_support.OWN_MODULE_GROUPS["onednn"])
+    assert custom_calls.cpu_targets("onednn"), "the onednn custom calls did not register (or JAXVIS_NATIVE_ONEDNN=0)"
 
 
 def test_the_warp_runs_as_its_custom_call():

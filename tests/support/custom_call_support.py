@@ -19,6 +19,11 @@ from jaxvis.native import custom_calls
 
 OPT_OUT = "JAXVIS_ALLOW_NO_CUSTOM_CALLS"
 GROUPS = {"warp": ("forward", "backward"), "spectral": ("forward", "backward", "image_forward", "image_backward")}
+# in an extension module of their own (jaxvis._onednn, linked to oneDNN's libdnnl)
+OWN_MODULE_GROUPS = {"onednn": ("forward", "backward_data", "pack")}
+
+
+_ONEDNN_HINT = " and find oneDNN: pip install onednn-devel-cpu-gomp before building"
 
 
 def expected() -> bool:
@@ -35,6 +40,7 @@ def require(group: str) -> None:
     if custom_calls.cpu_targets(group):
         return
     if expected():
+        hint = _ONEDNN_HINT if group == "onednn" else ""
         pytest.fail(f"the {group} custom call is not built or not registered on x86-64 Linux (the build "
-                    f"must compile csrc/{group}_ffi.cpp); set {OPT_OUT}=1 if a build without it is intended")
+                    f"must compile csrc/{group}_ffi.cpp{hint}); set {OPT_OUT}=1 if a build without it is intended")
     pytest.skip(f"the {group} custom call is not built ({OPT_OUT}=1 or not x86-64 Linux)")
