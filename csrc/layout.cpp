@@ -1,7 +1,7 @@
 // OIHW -> HWIO by hand rather than NumPy: NumPy's copy of the transposed view walks the source one
 // float per cache line (and its two-pass variant copies twice); this walks it in 16 x 16 tiles, so
 // each cache line read is used 16 times while it is hot, and every write is a run of 16 floats.
-// Loading an all-conv model is mostly this copy (tests/native/test_layout.py checks it against
+// Loading an all-conv model is mostly this copy (tests/convert/test_kernel_layout.py checks it against
 // NumPy's transpose; benchmarks/bench_graph.py measures the load).
 #include "layout.hpp"
 

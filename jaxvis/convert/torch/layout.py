@@ -28,9 +28,9 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 
 from jaxvis.convert.host_buffers import aligned_copy, is_aligned
+from jaxvis.convert.kernel_layout import oihw_to_hwio
 from jaxvis.convert.trees import check_against_init, shown, unflatten_tree
 from jaxvis.errors import WeightFileError
-from jaxvis.native.layout import oihw_to_hwio
 
 __all__ = [
     "Rule", "apply_rules", "batchnorm", "conv_kernel", "convert_state_dict", "fold_batchnorm", "linear_weight",

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from jaxvis.convert.host_buffers import aligned_copy
+from jaxvis.convert.kernel_layout import oihw_to_hwio
 from jaxvis.errors import JaxvisError
-from jaxvis.native.layout import oihw_to_hwio
 
 __all__ = ["Graph", "Node", "OPS", "convert_weight", "converted_shape", "freeze", "graph_from_data", "graph_to_data"]
 

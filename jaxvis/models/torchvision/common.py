@@ -29,6 +29,7 @@ import numpy as np
 from jax import lax
 
 from jaxvis.errors import JaxvisError, unknown_name
+from jaxvis.models.graph.ops import max_pool2d
 from jaxvis.models.spec import TORCH_IMAGENET, ModelSpec, Preprocess
 
 __all__ = [
@@ -70,11 +71,17 @@ def _pad_for_pool(x, kernel, stride, padding, ceil_mode, value):
 
 
 def max_pool(x, kernel_size, stride=None, padding=0, *, ceil_mode: bool = False):
-    """`nn.MaxPool2d(kernel_size, stride, padding, ceil_mode=ceil_mode)` on NHWC (stride defaults to the kernel)."""
-    kernel = _pair(kernel_size)
+    """`nn.MaxPool2d(kernel_size, stride, padding, ceil_mode=ceil_mode)` on NHWC (stride defaults to the kernel).
+
+    The graph executor's `max_pool2d` (the maximum of the window's strided slices): its gradient
+    costs a fraction of `lax.reduce_window`'s on CPU, which XLA builds from four full-size index
+    maps (iotas) and a variadic reduce-window. Values are identical; at ties the gradient is shared.
+    """
+    kernel, padding = _pair(kernel_size), _pair(padding)
     stride = kernel if stride is None else _pair(stride)
-    padded = _pad_for_pool(x, kernel, stride, _pair(padding), ceil_mode, -jnp.inf)
-    return lax.reduce_window(padded, -jnp.inf, lax.max, (1, *kernel, 1), (1, *stride, 1), "VALID")
+    for axis, (k, s, p) in enumerate(zip(kernel, stride, padding), start=1):
+        pool_output_size(x.shape[axis], k, s, p, ceil_mode=ceil_mode)  # an image too small: one JaxvisError line
+    return max_pool2d(x, kernel=kernel, stride=stride, padding=tuple((p, p) for p in padding), ceil_mode=ceil_mode)
 
 
 def avg_pool(x, kernel_size, stride=None, padding=0):

@@ -1,4 +1,4 @@
-"""`jaxvis.native.layout.oihw_to_hwio`: the C++ tiled copy equals NumPy's transpose bit for bit."""
+"""`jaxvis.convert.kernel_layout.oihw_to_hwio`: the C++ tiled copy equals NumPy's transpose bit for bit."""
 
 import mmap
 
@@ -7,7 +7,7 @@ import pytest
 
 from jaxvis import _core
 from jaxvis.convert.host_buffers import is_aligned
-from jaxvis.native.layout import oihw_to_hwio
+from jaxvis.convert.kernel_layout import oihw_to_hwio
 
 SHAPES = [(64, 3, 7, 7), (256, 64, 1, 1), (33, 17, 3, 3), (17, 33, 1, 7), (5, 4, 7, 1), (1, 1, 1, 1), (16, 1, 3, 3),
           (2048, 512, 1, 1), (40, 24, 5, 5)]
