@@ -113,6 +113,10 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="JSON file (default: benchmarks/results/gpu_check.json)")
     args = parser.parse_args()
     result = {"smoke": args.smoke}
+    if args.smoke:  # as the CLI does: the persistent compilation cache (the test session's, via JAXVIS_CACHE_DIR)
+        from jaxvis.optvis import compile_cache
+
+        compile_cache.enable()
     with tempfile.TemporaryDirectory() as out_dir:
         if not args.smoke:
             result["tests"], result["tests_seconds"] = _timed(part_tests)

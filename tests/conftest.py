@@ -6,6 +6,11 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
+# One OpenMP thread per process (torch's CPU kernels, OpenBLAS): xdist already runs one worker per core,
+# and torch's OpenMP team next to XLA's own thread pool in the same process is pathologically slow
+# (measured: MobileNetV2's float64 input gradients in test_cam.py, 48 s with 2 threads, 0.7 s with 1).
+# Set before numpy or torch is imported; subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).parent / "support"))  # reference builders: torch / Keras twins of the zoo
 # The CLI's compilation cache: one per test session (subprocesses inherit it), never the user's.
 os.environ.setdefault("JAXVIS_CACHE_DIR", tempfile.mkdtemp(prefix="jaxvis-test-cache-"))

@@ -41,12 +41,14 @@ CASES = [
 
 def _inputs(case, seed=0):
     _, (h, w), cin, cout, (kh, kw), _, _, groups = case
-    kx, kk, kb, kg = jax.random.split(jax.random.PRNGKey(seed), 4)
-    x = jax.random.normal(kx, (2, h, w, cin))
+    # NumPy draws: an eager jax.random draw compiles a program per shape (~0.5-1.5 s each on CPU)
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.standard_normal((2, h, w, cin), np.float32))
     # He-like scale keeps outputs O(1), so 1e-5 is a statement about formulation, not magnitude.
-    kernel = jax.random.normal(kk, (kh, kw, cin // groups, cout)) / np.sqrt(kh * kw * cin // groups)
-    bias = jax.random.normal(kb, (cout,))
-    return x, kernel, bias, kg
+    kernel = rng.standard_normal((kh, kw, cin // groups, cout), np.float32) / np.sqrt(kh * kw * cin // groups)
+    kernel = jnp.asarray(kernel)
+    bias = jnp.asarray(rng.standard_normal(cout, np.float32))
+    return x, kernel, bias, rng
 
 
 # Winograd F(4x4, 3x3) multiplies by transform matrices with entries up to 8 and 1/24: its float32
@@ -57,7 +59,7 @@ TOLERANCE = {"taps": 1e-5, "winograd": 5e-5, "split": 5e-5}
 @pytest.mark.parametrize("impl", ["taps", "winograd", "split"])
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_formulations_match_lax_forward_and_input_gradient(case, impl):
-    x, kernel, bias, key = _inputs(case)
+    x, kernel, bias, rng = _inputs(case)
     tolerance = TOLERANCE[impl]
     stride, padding, groups = case[5], case[6], case[7]
     reference = jax.jit(lambda x: conv_lax(x, kernel, stride=stride, padding=padding, groups=groups) + bias)
@@ -66,7 +68,7 @@ def test_formulations_match_lax_forward_and_input_gradient(case, impl):
     got, got_vjp = jax.vjp(candidate, x)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, atol=tolerance, rtol=tolerance)
-    cotangent = jax.random.normal(key, want.shape)
+    cotangent = jnp.asarray(rng.standard_normal(want.shape, np.float32))
     np.testing.assert_allclose(got_vjp(cotangent)[0], want_vjp(cotangent)[0], atol=tolerance, rtol=tolerance)
 
 
@@ -162,7 +164,7 @@ def test_depthwise_on_cpu_does_not_use_a_grouped_convolution():
 
 
 def test_module_params_do_not_depend_on_the_formulation():
-    x = jax.random.normal(jax.random.PRNGKey(1), (2, 9, 9, 8))
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 9, 9, 8), np.float32))
     module = Conv2d(8, 3, stride=2, padding=1, groups=8)
     variables = module.init(jax.random.PRNGKey(0), x)
     assert variables["params"]["kernel"].shape == (3, 3, 1, 8)

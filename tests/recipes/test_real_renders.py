@@ -35,7 +35,7 @@ def test_each_filter_image_excites_its_own_channel_most(mobilenet_checkpoint):
 @pytest.mark.slow
 def test_class_visualizations_are_classified_as_their_class(mobilenet_checkpoint):
     spec = mobilenet(mobilenet_checkpoint)
-    config = RenderConfig(size=160, steps=64, octaves=2, batch=len(CLASSES))
+    config = RenderConfig(size=128, steps=64, octaves=1, batch=len(CLASSES))
     result = render(spec, spec.logits_layer, CLASSES, config, progress=False)
     assert np.all(result.images >= 0) and np.all(result.images <= 1)
     logits = spec.module.apply(spec.variables, spec.preprocess(result.images), outputs=(spec.logits_layer,))[

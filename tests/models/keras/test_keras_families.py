@@ -64,12 +64,12 @@ def family(request, tmp_path_factory):
     model.save(folder / "model.h5")
     x = np.random.default_rng(0).uniform(low, high, (2, size, size, 3)).astype(np.float32)
     names = _compared(model)
-    return model, folder, x, names, reference(model, x, _outer_names(model, names)), preprocess
+    spec = load_model(folder / "model.keras")  # loaded once: both tests read it
+    return model, folder, x, names, reference(model, x, _outer_names(model, names)), preprocess, spec
 
 
 def test_family_matches_keras(family):
-    model, folder, x, names, want, preprocess = family
-    spec = load_model(folder / "model.keras")
+    model, folder, x, names, want, preprocess, spec = family
     assert spec.preprocess == preprocess, (model.name, spec.preprocess)
     outputs = tuple(want)
     got = jax.jit(lambda v, x: spec.module.apply(v, x, outputs=outputs))(spec.variables, jnp.asarray(x))
@@ -83,8 +83,8 @@ def test_family_matches_keras(family):
 def test_family_h5_file_gives_the_same_model_as_its_keras_file(family):
     """The `.h5` route (Keras 2-style config, HDF5 weight groups) parses to the very graph and weights the
     `.keras` route gives, which the test above compares with Keras: same program, so same values."""
-    model, folder, *_, preprocess = family
-    from_h5, from_keras = load_model(folder / "model.h5"), load_model(folder / "model.keras")
+    model, folder, *_, preprocess, from_keras = family
+    from_h5 = load_model(folder / "model.h5")
     assert graph_to_data(from_h5.module.graph) == graph_to_data(from_keras.module.graph), model.name
     assert jax.tree.structure(from_h5.variables) == jax.tree.structure(from_keras.variables)
     for got, want in zip(jax.tree.leaves(from_h5.variables), jax.tree.leaves(from_keras.variables)):
