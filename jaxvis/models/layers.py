@@ -30,9 +30,10 @@ Formulations (`impl`):
 * `"xla"`: what `"auto"` picks among the XLA formulations alone (no oneDNN): the choice below
   without its oneDNN rule.
 * `"auto"` (default): picked at trace time from `jax.default_backend()`, the kernel shape and the
-  stride by `choose_impl`: on CPU `"taps"` for 1x1 and depthwise convs, then `"onednn"` where it is
-  available for every other conv except large-kernel stems on RGB (Cin/groups <= 4, kh*kw >= 25:
-  lax measured faster there); without oneDNN: `"taps"` for stem convs (kh*kw*Cin/groups <= 32,
+  stride by `choose_impl`: on CPU `"onednn"` for every conv where it is available (whole renders
+  measured faster with it than with any mix that kept 1x1, depthwise or stem convs on the XLA
+  formulations, bench_zoo.py); without oneDNN: `"taps"` for 1x1 and depthwise convs, `"taps"` for
+  stem convs (kh*kw*Cin/groups <= 32,
   e.g. a 3x3 conv on RGB), `"winograd"` for 3x3 stride-1 ungrouped convs with at least
   `_WINOGRAD_MIN_CHANNELS` input and output channels (XLA's own conv is the faster one below that,
   where the transforms' memory traffic outweighs the saved multiply-adds), `"split"` for grouped
@@ -65,8 +66,6 @@ IMPLS = ("auto", "lax", "taps", "winograd", "split", "onednn", "xla")
 _STEM_TAPS_MAX = 32  # largest kh*kw*Cin/groups a CPU regular conv still runs as im2col
 _WINOGRAD_MIN_CHANNELS = 96  # smallest Cin and Cout a CPU 3x3 stride-1 conv runs as Winograd
 _WINOGRAD_TILE = 4  # output tile m of F(m x m, 3 x 3)
-# large-kernel stems on RGB (7x7 s2, 11x11 s4) measured faster in lax than in oneDNN (bench_conv_shapes.py)
-_ONEDNN_STEM_MAX_CHANNELS, _ONEDNN_STEM_MIN_TAPS = 4, 25
 
 Padding = int | tuple[int, int] | tuple[tuple[int, int], tuple[int, int]]
 
@@ -120,12 +119,11 @@ def choose_impl(kernel_shape: Sequence[int], groups: int = 1, impl: str = "auto"
         return impl
     if (backend or jax.default_backend()) != "cpu":
         return "lax"
+    if impl != "xla" and onednn and conv_onednn.available():
+        return "onednn"
     kh, kw, cin_per_group, cout = kernel_shape[:4]
     if (kh, kw) == (1, 1) or is_depthwise(kernel_shape, groups):
         return "taps"
-    if impl != "xla" and onednn and conv_onednn.available() and not (
-            cin_per_group <= _ONEDNN_STEM_MAX_CHANNELS and kh * kw >= _ONEDNN_STEM_MIN_TAPS):
-        return "onednn"
     if groups == 1 and kh * kw * cin_per_group <= _STEM_TAPS_MAX:
         return "taps"
     if groups > 1:

@@ -122,10 +122,13 @@ def test_auto_picks_onednn_on_cpu_only():
     assert choose_impl((3, 3, 64, 64), 1, backend="cpu", impl="xla") == "lax"
     assert choose_impl((3, 3, 64, 64), 1, backend="cpu", onednn=False) == "lax"
     assert choose_impl((3, 3, 64, 64), 1, backend="gpu") == "lax"
-    assert choose_impl((3, 3, 1, 96), 96, backend="cpu") == "taps"  # depthwise: shifted multiply-adds
-    assert choose_impl((1, 1, 96, 24), 1, backend="cpu") == "taps"  # 1x1: one einsum
+    assert choose_impl((3, 3, 1, 96), 96, backend="cpu") == "onednn"  # depthwise
+    assert choose_impl((1, 1, 96, 24), 1, backend="cpu") == "onednn"  # 1x1
     assert choose_impl((3, 3, 3, 64), 1, backend="cpu") == "onednn"  # VGG's stem
-    assert choose_impl((7, 7, 3, 64), 1, backend="cpu", stride=2) == "lax"  # large-kernel RGB stems
+    assert choose_impl((7, 7, 3, 64), 1, backend="cpu", stride=2) == "onednn"  # large-kernel RGB stems
+    assert choose_impl((3, 3, 1, 96), 96, backend="cpu", impl="xla") == "taps"  # without oneDNN: depthwise taps
+    assert choose_impl((1, 1, 96, 24), 1, backend="cpu", onednn=False) == "taps"  # and 1x1 as one einsum
+    assert choose_impl((7, 7, 3, 64), 1, backend="cpu", impl="xla", stride=2) == "lax"
     assert choose_impl((3, 3, 8, 256), 32, backend="cpu") == "onednn"  # grouped
     assert choose_impl((3, 3, 8, 256), 32, backend="cpu", impl="split") == "split"  # forcing wins
 
