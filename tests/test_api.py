@@ -16,7 +16,7 @@ import pytest
 import jaxvis
 
 MODULES = sorted(m.name for m in pkgutil.walk_packages(jaxvis.__path__, "jaxvis.")
-                 if not m.name.endswith(("_core", "__main__")))  # __main__ runs the CLI when imported
+                 if not m.name.endswith(("_core", "_onednn", "__main__")))  # compiled; __main__ runs the CLI
 # Signatures fixed by something outside jaxvis: the pickle of a torch checkpoint calls this positionally.
 EXEMPT = {"jaxvis.convert.torch.unpickler.rebuild_tensor_v2"}
 

@@ -15,11 +15,11 @@ PACKAGE = Path(jaxvis.__file__).parent
 
 
 def _layer(module: str) -> str | None:
-    """`jaxvis.models.spec` -> 'models'; the compiled `jaxvis._core` belongs to `native`."""
+    """`jaxvis.models.spec` -> 'models'; the compiled `jaxvis._core` and `jaxvis._onednn` belong to `native`."""
     parts = module.split(".")
     if parts[0] != "jaxvis" or len(parts) < 2:
         return None
-    return "native" if parts[1] == "_core" else parts[1]
+    return "native" if parts[1] in ("_core", "_onednn") else parts[1]
 
 
 def _imports(path: Path) -> set[str]:
