@@ -394,25 +394,26 @@ i64 packed_floats(i64 kind, std::vector<i64> x, std::vector<i64> y, std::vector<
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxvisOnednnForward, ForwardImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<ffi::Span<const i64>>("conv")
-                                  .Attr<ffi::Span<const i64>>("kernel_shape")
-                                  .Attr<i64>("packed_batch"));
+namespace {
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxvisOnednnBackwardData, BackwardDataImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<ffi::Span<const i64>>("conv")
-                                  .Attr<ffi::Span<const i64>>("kernel_shape")
-                                  .Attr<i64>("packed_batch"));
+// The forward and backward-data calls take the same operands and attributes: (x or dy, packed
+// weights) -> y or dx.
+auto conv_binding() {
+    return ffi::Ffi::Bind()
+        .Ctx<ffi::ThreadPool>()
+        .Arg<ffi::AnyBuffer>()
+        .Arg<ffi::AnyBuffer>()
+        .Ret<ffi::AnyBuffer>()
+        .Attr<ffi::Span<const i64>>("conv")
+        .Attr<ffi::Span<const i64>>("kernel_shape")
+        .Attr<i64>("packed_batch");
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxvisOnednnForward, ForwardImpl, conv_binding());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxvisOnednnBackwardData, BackwardDataImpl, conv_binding());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxvisOnednnPack, PackImpl,
                               ffi::Ffi::Bind()
