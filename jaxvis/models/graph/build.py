@@ -75,7 +75,6 @@ def _resolved(value):
 
 def _owned(array) -> np.ndarray:
     """A parameter in memory it owns: aligned, writable, float32 if floating (see the module docstring)."""
-    array = _resolved(array)
     floating = np.issubdtype(array.dtype, np.floating)
     if floating and array.dtype != np.float32 or not array.flags.writeable or not is_aligned(array):
         return aligned_copy(array, np.float32 if floating else None)
@@ -282,7 +281,8 @@ class GraphBuilder:
             if name not in self.known:
                 continue
             if name in self.params:
-                params[name] = _pool().submit(_owned, self.known[name])
+                # resolved here, not inside the task: a pool task never waits on another pool task
+                params[name] = _pool().submit(_owned, _resolved(self.known[name]))
             else:
                 constants[name] = _resolved(self.known[name])
         params = {k: v.result() for k, v in params.items()}
