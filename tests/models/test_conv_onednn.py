@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch_conv_reference
 
 from jaxvis.models import conv_onednn
 from jaxvis.models.layers import choose_impl, conv2d, normalize_padding
@@ -51,21 +52,6 @@ def _inputs(case, seed=0):
     return jnp.asarray(x), jnp.asarray(kernel), rng
 
 
-def _torch_reference(x, kernel, cotangent, stride, padding, groups, dilation):
-    """torch's conv2d in float64 and its autograd (an independent implementation; no XLA compiles):
-    the output and the gradients of <output, cotangent> with respect to x and the kernel, NHWC / HWIO."""
-    import torch
-
-    (top, bottom), (left, right) = padding
-    tx = torch.tensor(np.asarray(x, np.float64)).permute(0, 3, 1, 2).requires_grad_()
-    tk = torch.tensor(np.asarray(kernel, np.float64)).permute(3, 2, 0, 1).requires_grad_()
-    y = torch.nn.functional.conv2d(torch.nn.functional.pad(tx, (left, right, top, bottom)), tk, stride=stride,
-                                   dilation=dilation, groups=groups)
-    y.backward(torch.tensor(np.asarray(cotangent, np.float64)).permute(0, 3, 1, 2))
-    return (y.detach().permute(0, 2, 3, 1).numpy(), tx.grad.permute(0, 2, 3, 1).numpy(),
-            tk.grad.permute(2, 3, 1, 0).numpy())
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_value_and_both_gradients_match_torch(case):
     custom_call_support.require("onednn")
@@ -76,12 +62,16 @@ def test_value_and_both_gradients_match_torch(case):
         return conv_onednn.conv_onednn(x, k, stride=(stride, stride), padding=padding, groups=groups,
                                        dilation=(dilation, dilation))
 
-    got, got_vjp = jax.jit(lambda x, k: jax.vjp(candidate, x, k))(x, kernel)
-    cotangent = rng.standard_normal(got.shape, dtype=np.float32)
-    want, wx, wk = _torch_reference(x, kernel, cotangent, stride, padding, groups, dilation)
+    def value_and_gradients(x, k, cotangent):  # one compiled program for all three
+        y, vjp = jax.vjp(candidate, x, k)
+        return y, *vjp(cotangent)
+
+    cotangent = rng.standard_normal(jax.eval_shape(candidate, x, kernel).shape, dtype=np.float32)
+    got, gx, gk = jax.jit(value_and_gradients)(x, kernel, cotangent)
+    want, wx, wk = torch_conv_reference.conv_vjp(x, kernel, cotangent, stride=stride, padding=padding, groups=groups,
+                                                 dilation=dilation)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
-    gx, gk = jax.jit(got_vjp)(jnp.asarray(cotangent))
     np.testing.assert_allclose(gx, wx, atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(gk, wk, atol=1e-4, rtol=1e-5)
 

@@ -1,4 +1,5 @@
-"""Every conv formulation equals lax.conv_general_dilated, in value and in input gradient, under jit (and vmap)."""
+"""Every conv formulation equals torch's float64 conv2d (tests/support/torch_conv_reference.py), in value and
+in input gradient, under jit; under vmap it equals lax.conv_general_dilated."""
 
 import functools
 
@@ -6,9 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch_conv_reference
 
 from jaxvis.models.conv_winograd import winograd_conv3x3
-from jaxvis.models.layers import Conv2d, Linear, choose_impl, conv2d, conv_lax, conv_taps, normalize_padding
+from jaxvis.models.layers import Conv2d, Linear, choose_impl, conv2d, conv_taps, normalize_padding
 
 # (name, input HxW, Cin, Cout, kernel (kh, kw), stride, padding, groups)
 CASES = [
@@ -62,14 +64,20 @@ def test_formulations_match_lax_forward_and_input_gradient(case, impl):
     x, kernel, bias, rng = _inputs(case)
     tolerance = TOLERANCE[impl]
     stride, padding, groups = case[5], case[6], case[7]
-    reference = jax.jit(lambda x: conv_lax(x, kernel, stride=stride, padding=padding, groups=groups) + bias)
-    candidate = jax.jit(lambda x: conv2d(x, kernel, bias, stride=stride, padding=padding, groups=groups, impl=impl))
-    want, want_vjp = jax.vjp(reference, x)
-    got, got_vjp = jax.vjp(candidate, x)
+    def candidate(x):
+        return conv2d(x, kernel, bias, stride=stride, padding=padding, groups=groups, impl=impl)
+
+    def value_and_input_gradient(x, cotangent):  # one compiled program for both
+        y, vjp = jax.vjp(candidate, x)
+        return y, vjp(cotangent)[0]
+
+    cotangent = rng.standard_normal(jax.eval_shape(candidate, x).shape, np.float32)
+    got, got_dx = jax.jit(value_and_input_gradient)(x, cotangent)
+    want, want_dx, _ = torch_conv_reference.conv_vjp(x, kernel, cotangent, stride=stride, groups=groups, bias=bias,
+                                                     padding=normalize_padding(padding))
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, atol=tolerance, rtol=tolerance)
-    cotangent = jnp.asarray(rng.standard_normal(want.shape, np.float32))
-    np.testing.assert_allclose(got_vjp(cotangent)[0], want_vjp(cotangent)[0], atol=tolerance, rtol=tolerance)
+    np.testing.assert_allclose(got_dx, want_dx, atol=tolerance, rtol=tolerance)
 
 
 GRADIENT_CASES = [c for c in CASES if c[0].startswith(("1x1", "depthwise", "stem"))]
@@ -83,8 +91,10 @@ def test_kernel_gradient_matches_too(case):
     def loss(fn, k):
         return (jnp.sin(fn(x, k, stride=stride, padding=padding, groups=groups))).sum()
 
-    np.testing.assert_allclose(jax.jit(jax.grad(functools.partial(loss, conv_taps)))(kernel),
-                               jax.jit(jax.grad(functools.partial(loss, conv_lax)))(kernel), atol=1e-4, rtol=1e-5)
+    _, _, want = torch_conv_reference.conv_vjp(x, kernel, np.cos, stride=stride, groups=groups,
+                                               padding=normalize_padding(padding))
+    np.testing.assert_allclose(jax.jit(jax.grad(functools.partial(loss, conv_taps)))(kernel), want, atol=1e-4,
+                               rtol=1e-5)
 
 
 WINOGRAD_CASES = [c for c in CASES if c[4] == (3, 3) and c[5] == 1 and c[7] == 1]
@@ -99,9 +109,9 @@ def test_winograd_tiles_match_lax_in_value_and_both_gradients(case, m):
     def loss(fn, x, k):
         return jnp.sin(fn(x, k)).sum()
 
-    reference = functools.partial(loss, lambda x, k: conv_lax(x, k, padding=padding))
     candidate = functools.partial(loss, lambda x, k: winograd_conv3x3(x, k, padding=padding, m=m))
-    want = jax.value_and_grad(reference, (0, 1))(x, kernel)
+    y, dx, dk = torch_conv_reference.conv_vjp(x, kernel, np.cos, padding=padding)
+    want = np.sin(y).sum(), (dx, dk)
     got = jax.jit(jax.value_and_grad(candidate, (0, 1)))(x, kernel)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
     np.testing.assert_allclose(got[1][0], want[1][0], atol=5e-5, rtol=5e-5)

@@ -24,7 +24,8 @@ ATLAS = ["-m", "jaxvis.cli", "atlas", "--model", "tiny_cnn", "--layer", "conv3",
 
 
 def _run(args, *, devices=1, env=None, timeout=600, wait=True):
-    environment = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}", **(env or {})}
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
+    environment = {**os.environ, "XLA_FLAGS": flags, **(env or {})}
     environment.pop("JAX_PLATFORMS", None)
     process = subprocess.Popen(
         [sys.executable, *args], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
