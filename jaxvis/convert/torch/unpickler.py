@@ -10,12 +10,15 @@ Safety: `find_class` answers from a fixed table of harmless stand-ins written he
 rebuilders that only record offsets, storage classes and dtypes that only name an element type,
 `collections.OrderedDict`). torch is never imported. A pickle can call (REDUCE, NEWOBJ) only what
 `find_class` hands it, so every other global is refused before anything runs, and the stand-ins
-are frozen so a BUILD opcode cannot re-wire them.
+are frozen so a BUILD opcode cannot re-wire them. Before the C unpickler runs, `pickletools`
+walks the opcodes once (nothing runs) and refuses memo indices the stream cannot have made, which
+would otherwise make the C unpickler allocate memory for every index up to them.
 """
 
 from __future__ import annotations
 
 import pickle
+import pickletools
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -25,8 +28,8 @@ import numpy as np
 from jaxvis.convert.host_buffers import aligned_copy
 from jaxvis.errors import WeightFileError
 
-__all__ = ["Blob", "Corrupt", "DTYPES", "RestrictedUnpickler", "StorageRef", "finish", "index", "materialize",
-           "rebuild_tensor_v2", "storage_fields"]
+__all__ = ["Blob", "Corrupt", "DTYPES", "RestrictedUnpickler", "StorageRef", "check_memo_indices", "finish", "index",
+           "materialize", "rebuild_tensor_v2", "storage_fields"]
 
 
 class Corrupt(Exception):
@@ -280,7 +283,13 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def __init__(self, file, path: str, storage=None, pickle_bytes=lambda: b""):
         super().__init__(file, encoding="utf-8")
-        self._path, self._storage, self._pickle_bytes = path, storage, pickle_bytes
+        self._file, self._path, self._storage, self._pickle_bytes = file, path, storage, pickle_bytes
+
+    def load(self):
+        start = self._file.tell()
+        check_memo_indices(self._file)
+        self._file.seek(start)
+        return super().load()
 
     def find_class(self, module, name):
         found = _ALLOWED.get((module, name))
@@ -298,6 +307,24 @@ class RestrictedUnpickler(pickle.Unpickler):
                 f"{self._path} holds a pickled whole model, not a state_dict: in PyTorch, "
                 "run torch.save(model.state_dict(), path) and load that")
         raise Corrupt(f"its pickle has a persistent id of kind {kind!r}; only storages are read")
+
+
+_MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+
+
+def check_memo_indices(file) -> None:
+    """Walk one pickle's opcodes from `file`'s position to its STOP; raise `Corrupt` if a PUT names a
+    memo index larger than the number of opcodes before it.
+
+    Why: CPython's C unpickler keeps its memo in an array that it grows, zero-filled, to the largest
+    index a PUT names. One corrupted LONG_BINPUT argument (up to 2**32 - 1) made a 3 kB checkpoint
+    allocate 1-32 GB and the process was killed for memory. Picklers number memo entries 0, 1, 2, ...
+    (one PUT or MEMOIZE opcode each), so a genuine index is always below the opcode count. `pickletools`
+    also refuses unknown opcodes and lengths that run past the end of the data, before anything is
+    allocated for them."""
+    for count, (opcode, arg, position) in enumerate(pickletools.genops(file)):
+        if opcode.name in _MEMO_PUTS and arg > count:
+            raise Corrupt(f"its pickle stores memo entry {arg} at byte {position}, after {count} opcodes")
 
 
 def storage_fields(fields: tuple, count: int) -> tuple[_StorageClass, str]:
