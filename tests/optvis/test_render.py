@@ -35,9 +35,12 @@ def test_a_units_image_does_not_depend_on_its_chunk(spec):
 
 
 def test_chunks_share_one_compilation_per_octave_size(spec):
-    config = RenderConfig(size=32, steps=5, batch=4, octaves=2, octave_scale=1.3)
+    # a seed no other test here renders FAST with: new to the jit cache, whatever ran before, but the
+    # programs are FAST's (the seed only makes the keys), so the persistent cache may hold them already
+    config = dataclasses.replace(FAST, seed=3)
+    assert len(config.octave_sizes()) == 2
     before = R._optimize_octave._cache_size()
-    render(spec, "conv3", range(16), config, progress=False)  # 4 chunks x 2 octaves
+    render(spec, "conv2", range(16), config, progress=False)  # 4 chunks x 2 octaves
     assert R._optimize_octave._cache_size() - before == 2
 
 

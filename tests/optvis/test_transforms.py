@@ -63,7 +63,7 @@ def test_eager_jit_vmap_agree(name):
 
 def test_each_item_gets_its_own_draw():
     images = jnp.broadcast_to(jax.random.uniform(jax.random.PRNGKey(5), (1, 32, 32, 3)), (4, 32, 32, 3))
-    out = T.apply_batch(T.STANDARD, jax.random.split(jax.random.PRNGKey(6), 4), images)
+    out = jax.jit(lambda k, x: T.apply_batch(T.STANDARD, k, x))(jax.random.split(jax.random.PRNGKey(6), 4), images)
     assert len({np.asarray(o).tobytes() for o in out}) == 4
 
 
