@@ -13,10 +13,14 @@
 `MODELS`: the models both front-ends' tests export, by name (two zoo references and the above).
 `randomize(model)` draws weights and norm statistics; `capture(model, x_nhwc)` runs a forward with
 hooks on every submodule and returns `{module path: output}` (NCHW as NHWC), as lucent names layers.
+`apply_jitted(spec, x, layers)` is `spec.apply_preprocessed` as one compiled program.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
+import jax
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -250,6 +254,13 @@ def export_pt2(model: nn.Module, path, size: int = 64, batch: int = 1) -> str:
     program = torch.export.export(model, (torch.zeros(batch, 3, size, size),))
     torch.export.save(program, str(path))
     return str(path)
+
+
+def apply_jitted(spec, x, layers) -> dict:
+    """`spec.apply_preprocessed(x, layers)` under one `jax.jit` (the variables an argument, not
+    constants): run eagerly, every op of every node compiles on its own, most of a test's time."""
+    run = jax.jit(lambda variables, x: dataclasses.replace(spec, variables=variables).apply_preprocessed(x, layers))
+    return run(spec.variables, x)
 
 
 def relative_error(actual, expected) -> float:

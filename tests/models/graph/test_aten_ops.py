@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from jaxvis.models.graph import load_graph_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from graph_torch_models import relative_error, to_nhwc  # noqa: E402
+from graph_torch_models import apply_jitted, relative_error, to_nhwc  # noqa: E402
 
 W = torch.randn(6, 2, 3, 3, generator=torch.Generator().manual_seed(1)) * 0.3
 
@@ -75,7 +75,7 @@ def test_single_function_matches_torch(name, decompose, tmp_path):
     path = tmp_path / f"{name}.pt2"
     torch.export.save(program, str(path))
     spec = load_graph_model(str(path))
-    out = spec.apply_preprocessed(to_nhwc(x), ("output",))["output"]
+    out = apply_jitted(spec, to_nhwc(x), ("output",))["output"]
     with torch.no_grad():
         expected = to_nhwc(module(x))
     assert np.shape(out) == expected.shape

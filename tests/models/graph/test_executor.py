@@ -58,7 +58,7 @@ def test_runs_only_what_the_outputs_need():
     assert graph.needed_nodes(["c"]) == [0]
     # fc's weight is not needed for "conv": variables without it still run
     partial = {"params": {k: v for k, v in variables["params"].items() if k != "fc"}}
-    GraphModule(graph).apply(partial, jnp.ones((1, 4, 4, 2)), outputs=("conv",))
+    GraphModule(graph).apply(partial, np.ones((1, 4, 4, 2), np.float32), outputs=("conv",))
 
 
 def test_relu_goes_through_the_redirectable_relu():
@@ -69,17 +69,18 @@ def test_relu_goes_through_the_redirectable_relu():
         f = lambda x: GraphModule(graph).apply(variables, x, outputs=("relu",), relu_redirect=mode)["relu"].sum()  # noqa: E731
         return jax.grad(f)(x)
 
-    assert not np.allclose(grad(TRUE), grad(RECTIFIED))
+    true, rectified = jax.jit(lambda x: (grad(TRUE), grad(RECTIFIED)))(x)  # both in one compiled program
+    assert not np.allclose(true, rectified)
 
 
 def test_init_gives_the_recorded_shapes_and_unknown_layers_are_refused():
     graph, variables = _graph()
-    init = GraphModule(graph).init(jax.random.PRNGKey(0), jnp.ones((1, 4, 4, 2)))
+    init = jax.jit(lambda x: GraphModule(graph).init(jax.random.PRNGKey(0), x))(np.ones((1, 4, 4, 2), np.float32))
     assert jax.tree.map(jnp.shape, init) == jax.tree.map(jnp.shape, variables)
     with pytest.raises(JaxvisError, match="unknown layer"):
-        GraphModule(graph).apply(variables, jnp.ones((1, 4, 4, 2)), outputs=("nope",))
+        GraphModule(graph).apply(variables, np.ones((1, 4, 4, 2), np.float32), outputs=("nope",))
     with pytest.raises(JaxvisError, match="inputs of shape"):
-        GraphModule(graph).apply(variables, jnp.ones((1, 4, 4, 3)), outputs=("conv",))
+        GraphModule(graph).apply(variables, np.ones((1, 4, 4, 3), np.float32), outputs=("conv",))
 
 
 def test_bad_node_is_one_error_naming_it():
@@ -98,7 +99,7 @@ def test_graph_round_trips_through_json_data():
     graph, variables = _graph()
     again = graph_from_data(json.loads(json.dumps(graph_to_data(graph))))
     assert again.nodes == graph.nodes and again.layers == graph.layers
-    x = jnp.ones((2, 4, 4, 2))
+    x = np.ones((2, 4, 4, 2), np.float32)
     np.testing.assert_array_equal(
         GraphModule(again).apply(variables, x)["fc"], GraphModule(graph).apply(variables, x)["fc"]
     )
@@ -125,6 +126,8 @@ def test_a_graph_that_moves_the_batch_runs_per_image():
 
 def test_a_graph_model_converts_to_a_jaxvis_file_and_back(tmp_path):
     """`jaxvis convert` of a .onnx / .pt2 model: the graph travels as data in the recipe."""
+    import dataclasses
+
     import torch
 
     from jaxvis.models.converted import load_converted, save_converted
@@ -138,9 +141,14 @@ def test_a_graph_model_converts_to_a_jaxvis_file_and_back(tmp_path):
     again = load_converted(save_converted(spec, tmp_path / "small.jaxvis"))
     assert again.layer_names == spec.layer_names and type(again.module) is type(spec.module)
     x = np.random.default_rng(0).random((2, 16, 16, 3)).astype(np.float32)
-    for layer in spec.layer_names:
-        np.testing.assert_array_equal(np.asarray(again.activations(x, [layer])[layer]),
-                                      np.asarray(spec.activations(x, [layer])[layer]))
+    layers = spec.layer_names
+
+    def every_layer(model):  # one compiled program per model, the variables an argument
+        return jax.jit(lambda v: dataclasses.replace(model, variables=v).activations(x, layers))(model.variables)
+
+    got, want = every_layer(again), every_layer(spec)
+    for layer in layers:
+        np.testing.assert_array_equal(np.asarray(got[layer]), np.asarray(want[layer]))
 
 
 def test_the_cli_takes_graph_files_and_bad_ones_are_one_error_line(tmp_path, capsys):
@@ -185,9 +193,10 @@ def test_grouped_params_same_padding_and_pre_softmax(size):
     graph = _keras_style_graph()
     module = GraphModule(graph)
     x = np.random.default_rng(2).normal(size=(2, *size, 2)).astype(np.float32)
-    variables = module.init(jax.random.PRNGKey(0), x)
+    variables = jax.jit(lambda x: module.init(jax.random.PRNGKey(0), x))(x)
     assert jax.tree.map(jnp.shape, variables) == {"params": {"conv": {"kernel": (3, 3, 2, 4), "bias": (4,)}}}
-    out = module.apply(variables, x, outputs=("conv", "pool", "probs", "probs/pre_softmax", "x"))
+    outputs = ("conv", "pool", "probs", "probs/pre_softmax", "x")
+    out = jax.jit(lambda v, x: module.apply(v, x, outputs=outputs))(variables, x)
     params = variables["params"]["conv"]
     conv = lax.conv_general_dilated(x, params["kernel"], (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     pool = lax.reduce_window(conv + params["bias"], -jnp.inf, lax.max, (1, 3, 3, 1), (1, 2, 2, 1), "SAME")

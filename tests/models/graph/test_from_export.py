@@ -39,7 +39,7 @@ def test_every_module_matches_torch(name, tmp_path):
     expected = _hooked_modules(model, x)
     missing = sorted(set(expected) - set(spec.layer_names))
     assert not missing, f"modules without a layer: {missing}"
-    out = spec.apply_preprocessed(x, tuple(expected))
+    out = gm.apply_jitted(spec, x, tuple(expected))
     errors = {k: gm.relative_error(out[k], v) for k, v in expected.items() if np.shape(out[k]) == np.shape(v)}
     assert all(np.shape(out[k]) == np.shape(v) for k, v in expected.items())
     assert max(errors.values()) < 1e-4, {k: e for k, e in errors.items() if e >= 1e-4}
@@ -68,7 +68,7 @@ def test_decomposed_program_with_dynamic_sizes_takes_an_input_size(tmp_path):
     assert spec.input_shape == (48, 40, 3)
     x = np.random.default_rng(1).uniform(size=(3, 48, 40, 3)).astype(np.float32)
     expected = _hooked_modules(model, x)
-    out = spec.apply_preprocessed(x, ("layer2.1", "fc"))
+    out = gm.apply_jitted(spec, x, ("layer2.1", "fc"))
     assert gm.relative_error(out["layer2.1"], expected["layer2.1"]) < 1e-4
     assert gm.relative_error(out["fc"], expected["fc"]) < 1e-4
 
@@ -136,7 +136,7 @@ def test_less_common_ops_match_torch(tmp_path):
     spec = load_graph_model(gm.export_pt2(model, tmp_path / "misc.pt2", 16))
     x = np.random.default_rng(4).uniform(size=(2, 16, 16, 3)).astype(np.float32)
     expected = _hooked_modules(model, x)
-    out = spec.apply_preprocessed(x, tuple(expected) + ("output",))
+    out = gm.apply_jitted(spec, x, tuple(expected) + ("output",))
     for name, value in expected.items():
         assert gm.relative_error(out[name], value) < 1e-4, name
     assert gm.relative_error(out["output"], gm.capture(model, x)[""]) < 1e-4

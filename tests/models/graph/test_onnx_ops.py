@@ -19,7 +19,7 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from graph_torch_models import relative_error  # noqa: E402
+from graph_torch_models import apply_jitted, relative_error  # noqa: E402
 
 RNG = np.random.default_rng(0)
 SHAPE = (2, 4, 9, 11)
@@ -218,7 +218,7 @@ def test_single_op_matches_onnxruntime(case, tmp_path):
     else:
         expected = [r.transpose(0, 2, 3, 1) if r.ndim == 4 else r for r in session.run(outputs, {"x": x})]
     layer_of = {value: layer for layer, value in graph.layers}
-    got = spec.apply_preprocessed(x.transpose(0, 2, 3, 1), tuple(layer_of[o] for o in outputs))
+    got = apply_jitted(spec, x.transpose(0, 2, 3, 1), tuple(layer_of[o] for o in outputs))
     for out, value in zip(outputs, expected):
         actual = np.asarray(got[layer_of[out]])
         assert actual.shape == value.shape, (actual.shape, value.shape)
@@ -253,11 +253,16 @@ def test_quantized_qdq_model_matches_onnxruntime(tmp_path):
     images = RNG.normal(size=SHAPE).astype(np.float32)
     expected = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(["y"], {"x": images})[0]
     spec = load_graph_model(path)
-    out = np.asarray(spec.apply_preprocessed(images.transpose(0, 2, 3, 1), ("out",))["out"])
+    import jax
+
+    # the activation and its input gradient from one compiled program
+    def total(v):
+        out = spec.apply_preprocessed(v, ("out",))["out"]
+        return out.sum(), out
+
+    grad, out = jax.jit(jax.grad(total, has_aux=True))(images.transpose(0, 2, 3, 1))
+    out = np.asarray(out)
     # one quantization step of the output is the most a rounding tie may move a value
     assert np.max(np.abs(out - expected.transpose(0, 2, 3, 1))) <= 0.05 + 1e-6
     assert np.mean(np.abs(out - expected.transpose(0, 2, 3, 1)) < 1e-5) > 0.99
-    import jax
-
-    grad = jax.grad(lambda v: spec.apply_preprocessed(v, ("out",))["out"].sum())(images.transpose(0, 2, 3, 1))
     assert np.count_nonzero(np.asarray(grad)) > 0.5 * grad.size  # rounding passes gradients straight through
