@@ -7,6 +7,8 @@ import pytest
 
 from jaxvis.cli import main
 
+# tests/recipes/test_atlas.py CONFIG (size 32, 12 steps, 2 octaves, batch 4): the same conv2 programs, compiled once
+# per session (the persistent compilation cache).
 TINY = [
     "--model",
     "tiny_cnn",
@@ -15,9 +17,9 @@ TINY = [
     "--size",
     "32",
     "--steps",
-    "6",
+    "12",
     "--octaves",
-    "1",
+    "2",
     "--batch",
     "4",
     "--quiet",
@@ -85,8 +87,8 @@ def test_a_second_atlas_run_loads_its_programs_from_the_compilation_cache(tmp_pa
     env = {**os.environ, "JAXVIS_CACHE_DIR": str(tmp_path / "unused")}  # --cache-dir wins over the variable
     manifests = []
     for name in ("cold", "cached"):
-        command = [sys.executable, "-m", "jaxvis.cli", "atlas", *TINY, "--octaves", "2", "--filters", "0-3",
-                   "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / name)]
+        command = [sys.executable, "-m", "jaxvis.cli", "atlas", *TINY, "--steps", "6", "--octaves", "2",
+                   "--filters", "0-3", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / name)]
         result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
         assert result.returncode == 0, result.stderr[-2000:]
         manifests.append(json.loads((tmp_path / name / "manifest.json").read_text())["layers"][0])

@@ -1,5 +1,6 @@
 """Atlas files, filter lists and resuming."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -11,7 +12,10 @@ from jaxvis.optvis.render import RenderConfig
 from jaxvis.output import files
 from jaxvis.recipes.atlas import parse_units, render_atlas
 
-CONFIG = RenderConfig(size=32, steps=8, batch=4)
+# The tiny_cnn atlas config of test_examples, test_page, test_cli and test_distributed too: their render
+# programs are the same, compiled once per session (the persistent compilation cache). 12 steps over two
+# octaves: the second octave runs both the redirected-ReLU steps (< 16) and the true-gradient ones.
+CONFIG = RenderConfig(size=32, steps=12, batch=4)
 
 
 def test_parse_units():
@@ -61,7 +65,7 @@ def test_other_settings_in_the_same_folder_are_refused(tmp_path):
     spec = load_model("tiny_cnn")
     render_atlas(spec, "conv2", range(2), CONFIG, tmp_path, progress=False)
     with pytest.raises(JaxvisError, match="other settings"):
-        render_atlas(spec, "conv2", range(2), RenderConfig(size=32, steps=8, batch=4, seed=3), tmp_path, progress=False)
+        render_atlas(spec, "conv2", range(2), dataclasses.replace(CONFIG, seed=3), tmp_path, progress=False)
 
 
 def test_two_layers_share_one_atlas_manifest(tmp_path):

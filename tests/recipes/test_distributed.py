@@ -19,8 +19,10 @@ from jaxvis.optvis.sharding import batch_shardings
 from jaxvis.output import files
 from jaxvis.recipes import distributed
 
+# test_atlas.CONFIG (size 32, 12 steps, 2 octaves, batch 4): the single-device run's programs are the
+# ones test_atlas and test_page compile for conv3, loaded from the session's compilation cache.
 ATLAS = ["-m", "jaxvis.cli", "atlas", "--model", "tiny_cnn", "--layer", "conv3", "--filters", "0-15", "--size", "32",
-         "--steps", "10", "--octaves", "2", "--batch", "4", "--quiet"]
+         "--steps", "12", "--octaves", "2", "--batch", "4", "--quiet"]
 
 
 def _run(args, *, devices=1, env=None, timeout=600, wait=True):
@@ -154,7 +156,7 @@ def test_bad_distributed_settings():
 def test_unreachable_coordinator_is_a_clear_error(tmp_path):
     port = _free_port()
     process = _run([*ATLAS, "--out", str(tmp_path), "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-                    "--process-id", "1"], wait=False, env={"JAXVIS_INIT_TIMEOUT": "5"})
+                    "--process-id", "1"], wait=False, env={"JAXVIS_INIT_TIMEOUT": "1"})
     out, err = process.communicate(timeout=300)
     assert process.returncode == 2
     assert err.strip().splitlines()[-1].startswith("error: cannot join the run at coordinator")

@@ -37,7 +37,7 @@ def photos(tmp_path_factory):
 def rendered(tmp_path_factory):
     out = tmp_path_factory.mktemp("atlas")
     spec = load_model("tiny_cnn")
-    config = RenderConfig(size=32, steps=1, batch=8)
+    config = RenderConfig(size=32, steps=12, batch=4)  # test_atlas.CONFIG: its programs, compiled once
     render_atlas(spec, "conv2", range(8), config, out, progress=False)
     render_atlas(spec, "logits", range(3), config, out, progress=False)
     return out

@@ -41,6 +41,7 @@ FLAGS = [
 ]
 HOSTILE = '</script><img src=x onerror="document.title=1">&amp; "q" \u2028'
 LAYERS = {"conv1": 6, "conv3": 4}
+CONFIG = RenderConfig(size=32, steps=12, batch=4)  # test_atlas.CONFIG: its programs, compiled once per session
 
 
 def _binary(name):
@@ -55,9 +56,8 @@ def atlas(tmp_path_factory):
     """A real two-layer tiny_cnn atlas with dataset examples for conv3 and a hostile label in conv1."""
     out = tmp_path_factory.mktemp("atlas")
     spec = load_model("tiny_cnn")
-    config = RenderConfig(size=32, steps=2, batch=4)
     for layer, count in LAYERS.items():
-        render_atlas(spec, layer, range(count), config, out, progress=False)
+        render_atlas(spec, layer, range(count), CONFIG, out, progress=False)
     photos = tmp_path_factory.mktemp("photos")
     rng = np.random.default_rng(0)
     for i in range(5):
@@ -242,7 +242,7 @@ def test_images_really_load_in_chromium(atlas, tmp_path):
             score = driver.run("return document.getElementById('detail-score').textContent")
             assert score.startswith("score ") and float(score[6:]) == pytest.approx(record["score"], rel=1e-3, abs=1e-6)
             settings = driver.run("return document.getElementById('detail-settings').textContent")
-            assert "steps2" in settings and "seed0" in settings
+            assert f"steps{CONFIG.steps}octaves" in settings and "seed0" in settings
             shown = driver.run_async(IMAGES_LOADED)
             examples = [src for src, complete, width in shown if "/examples/" in src and complete and width > 0]
             assert examples == [e["file"] for e in record["examples"]] and len(examples) == 3
