@@ -1,6 +1,7 @@
 """Converted `.jaxvis` files: save then load gives the same model (identical activations), faster than
 its source, and a damaged file is one clear error."""
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -18,6 +19,18 @@ from jaxvis.models.keras.load import load_keras
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
 
+# Quick XLA CPU compiles for the one-shot forwards below (LLVM at -O0, no fusion emitters): same values.
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+
+
+def activations(spec, images, layers):
+    """`spec.activations` as one compiled program (eager dispatch compiles each op of the network on its own);
+    two specs with the same module and preprocessing run the same program."""
+    run = jax.jit(lambda variables, images: dataclasses.replace(spec, variables=variables).activations(images, layers),
+                  compiler_options=FAST_COMPILE)
+    return run(spec.variables, images)
+
+
 def assert_same_model(spec, loaded, layers, size=None):
     assert loaded.name == spec.name and loaded.layer_names == spec.layer_names
     assert loaded.input_shape == spec.input_shape and loaded.preprocess == spec.preprocess
@@ -29,9 +42,9 @@ def assert_same_model(spec, loaded, layers, size=None):
     for key, leaf in want.items():
         np.testing.assert_array_equal(np.asarray(got[key]), np.asarray(leaf))
     h, w = size or spec.input_shape[:2]
-    images = jax.random.uniform(jax.random.PRNGKey(0), (2, h, w, spec.channels))
-    a = spec.activations(images, layers)
-    b = loaded.activations(images, layers)
+    images = np.random.default_rng(0).random((2, h, w, spec.channels), np.float32)
+    a = activations(spec, images, layers)
+    b = activations(loaded, images, layers)
     for layer in layers:
         np.testing.assert_array_equal(np.asarray(a[layer]), np.asarray(b[layer]))
 
@@ -56,7 +69,7 @@ def test_version_2_files_still_load(name, size):
     x = np.random.default_rng(0).random((2, size, size, 3)).astype(np.float32)
     layers = [key.split("::")[1] for key in expected.files if key.startswith(name)]
     assert layers
-    acts = spec.activations(x, layers)
+    acts = activations(spec, x, layers)
     for layer in layers:
         np.testing.assert_allclose(np.asarray(acts[layer]), expected[f"{name}::{layer}"], rtol=1e-5, atol=1e-6)
 
@@ -71,7 +84,8 @@ def test_version_3_keras_file_from_its_former_module_still_loads():
     expected = np.load(folder / "expected_v3.npz")
     x = np.random.default_rng(0).random((2, 20, 20, 3)).astype(np.float32)
     layers = [key.split("::")[1] for key in expected.files]
-    acts = spec.module.apply(spec.variables, jnp.asarray(x), outputs=tuple(layers))
+    acts = jax.jit(lambda v, x: spec.module.apply(v, x, outputs=tuple(layers)), compiler_options=FAST_COMPILE)(
+        spec.variables, jnp.asarray(x))
     for layer in layers:
         np.testing.assert_allclose(np.asarray(acts[layer]), expected[f"{name}::{layer}"], rtol=1e-5, atol=1e-6)
 

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fast_compile import jit
 from keras_reference import (
     fast_init,
     keras,
@@ -118,10 +119,17 @@ def app(request, tmp_path_factory):
     return arch, model, folder, x, reference(model, x, names)
 
 
+@pytest.fixture(scope="module")
+def archive(app):
+    """The application's `.keras` file, loaded once: test_keras_archive compares it with Keras, the other
+    files' tests compare their graphs and variables with it."""
+    return load_keras(app[2] / "model.keras")
+
+
 def activations(spec, x, names):
     """`spec`'s activations under jit (eager op-by-op dispatch is far slower for 300-layer graphs)."""
     names = tuple(names)
-    return jax.jit(lambda v, x: spec.module.apply(v, x, outputs=names))(spec.variables, jnp.asarray(x))
+    return jit(lambda v, x: spec.module.apply(v, x, outputs=names))(spec.variables, jnp.asarray(x))
 
 
 def parity(spec, x, want, label):
@@ -146,10 +154,10 @@ def test_graph_is_keras_graph(app):
     assert got.outputs == want.outputs
 
 
-def test_keras_archive(app):
+def test_keras_archive(app, archive):
     """A `.keras` of a Keras Application is recognized: the zoo's preprocessing and class names."""
     arch, model, folder, x, want = app
-    spec = load_keras(folder / "model.keras")
+    spec = archive
     assert spec.preprocess == CASES[arch][3]
     assert spec.logits_layer == "predictions"
     classes = model.output_shape[-1]
@@ -157,13 +165,13 @@ def test_keras_archive(app):
     parity(spec, x, want, f"{arch} from .keras")
 
 
-def test_weights_h5_onto_arch(app):
+def test_weights_h5_onto_arch(app, archive):
     """`.weights.h5` (and `.keras`) onto the zoo architecture: identical variables, same graph, classes read
     from the file."""
     arch, model, folder, x, want = app
     kwargs = {k: v for k, v in CASES[arch][1].items() if k != "classes"}
     spec = load_model(arch, weights=folder / "model.weights.h5", **kwargs)
-    reference_spec = load_keras(folder / "model.keras")
+    reference_spec = archive
     assert spec.module.graph.nodes == reference_spec.module.graph.nodes
     assert spec.preprocess == CASES[arch][3] and spec.logits_layer == "predictions"
     leaves = jax.tree_util.tree_leaves_with_path(spec.variables)
@@ -178,12 +186,12 @@ def test_weights_h5_onto_arch(app):
         np.testing.assert_array_equal(leaf, other[path])
 
 
-def test_keras2_full_model_h5(app):
+def test_keras2_full_model_h5(app, archive):
     """A legacy Keras 2 full-model `.h5` of the application: the same graph and the very same variables
     as the `.keras` file whose activations `test_keras_archive` compares with Keras (so the same outputs)."""
     arch, model, folder, x, want = app
     spec = load_keras(folder / "model_keras2.h5")
-    reference_spec = load_keras(folder / "model.keras")
+    reference_spec = archive
     assert spec.module.graph.nodes == reference_spec.module.graph.nodes
     assert spec.preprocess == CASES[arch][3] and spec.logits_layer == "predictions"
     other = dict(jax.tree_util.tree_leaves_with_path(reference_spec.variables))

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fast_compile import jit
 from keras_reference import fast_init, keras, randomize, reference, relative_error
 
 from jaxvis.models import load_model
@@ -72,7 +73,7 @@ def test_family_matches_keras(family):
     model, folder, x, names, want, preprocess, spec = family
     assert spec.preprocess == preprocess, (model.name, spec.preprocess)
     outputs = tuple(want)
-    got = jax.jit(lambda v, x: spec.module.apply(v, x, outputs=outputs))(spec.variables, jnp.asarray(x))
+    got = jit(lambda v, x: spec.module.apply(v, x, outputs=outputs))(spec.variables, jnp.asarray(x))
     errors = {name: relative_error(got[name], want[name]) for name in outputs}
     worst = max(errors, key=errors.get)
     print(f"\n{model.name}: worst {worst} {errors[worst]:.1e} over {len(outputs)} layers")

@@ -2,10 +2,10 @@
 inner layers addressed by path (`vgg16/block5_conv3`), outer ones by name, each equal to Keras's.
 """
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fast_compile import jit
 from keras_reference import fast_init, keras, randomize, relative_error
 
 from jaxvis.models import load_model
@@ -42,23 +42,39 @@ def functional_calling_submodels():
 
 
 def _probe(model, x, paths):
-    """Keras's activation of each path: an inner layer is probed inside its own model, fed with what
-    the outer model passes that model (itself probed in the outer model)."""
-    out = {}
-    for path in paths:
-        *owners, leaf = path.split("/")
-        value, owner = x, model
-        for part in owners:
-            sub = owner.get_layer(part)
+    """Keras's activation of each path: inner layers are probed inside their own model, fed with what
+    the outer model passes that model (itself probed in the outer model); the layers of one model are
+    probed together, and each model's feed is computed once."""
+    feeds = {(): np.asarray(x)}  # owner path -> (owner, what the owner is fed)
+    owners = {(): model}
+
+    def owner_of(parts):
+        if parts not in owners:
+            parent, value = owner_of(parts[:-1]), feeds[parts[:-1]]
+            sub = parent.get_layer(parts[-1])
             feed = sub._inbound_nodes[-1].input_tensors[0]  # noqa: SLF001 -- the tensor the sub-model is called on
-            if feed is not owner.inputs[0]:
-                value = keras.Model(owner.inputs, feed).predict(value, verbose=0)
-            owner = sub
-        layer = owner.get_layer(leaf)
-        # a nested model's `.output` is its own graph's: take the output of its call in `owner` instead
-        tensor = layer._inbound_nodes[-1].output_tensors[0] if isinstance(layer, keras.Model) else layer.output  # noqa: SLF001
-        out[path] = keras.Model(owner.inputs, tensor).predict(value, verbose=0)
-    return out
+            if feed is not parent.inputs[0]:
+                value = keras.Model(parent.inputs, feed).predict(value, verbose=0)
+            owners[parts], feeds[parts] = sub, value
+        return owners[parts]
+
+    groups = {}
+    for path in paths:
+        *parts, leaf = path.split("/")
+        groups.setdefault(tuple(parts), []).append(leaf)
+    out = {}
+    for parts, leaves in groups.items():
+        owner = owner_of(parts)
+        tensors = []
+        for leaf in leaves:
+            layer = owner.get_layer(leaf)
+            # a nested model's `.output` is its own graph's: take the output of its call in `owner` instead
+            tensors.append(layer._inbound_nodes[-1].output_tensors[0] if isinstance(layer, keras.Model)  # noqa: SLF001
+                           else layer.output)
+        values = keras.Model(owner.inputs, tensors).predict(feeds[parts], verbose=0)
+        values = values if isinstance(values, (list, tuple)) else [values]
+        out.update({"/".join((*parts, leaf)): value for leaf, value in zip(leaves, values, strict=True)})
+    return {path: out[path] for path in paths}
 
 
 def _build(fn, seed):
@@ -94,7 +110,7 @@ def test_nested_models_match_keras(nested, file):
     model, folder, x, names, want = nested
     spec = load_model(folder / file)
     assert set(names) <= set(spec.layer_names)
-    got = jax.jit(lambda v, x: spec.module.apply(v, x, outputs=tuple(names)))(spec.variables, jnp.asarray(x))
+    got = jit(lambda v, x: spec.module.apply(v, x, outputs=tuple(names)))(spec.variables, jnp.asarray(x))
     errors = {name: relative_error(got[name], want[name]) for name in names}
     assert max(errors.values()) < TOLERANCE, errors
 
@@ -112,7 +128,8 @@ def test_nested_model_converts_to_a_jaxvis_file(nested, tmp_path):
     spec = load_model(folder / "model.keras")
     again = load_model(save_converted(spec, tmp_path / "model.jaxvis"))
     assert again.layer_names == spec.layer_names
-    first, second = (s.module.apply(s.variables, jnp.asarray(x), outputs=tuple(names)) for s in (spec, again))
+    forward = jit(lambda module, v, x: module.apply(v, x, outputs=tuple(names)), static_argnums=0)
+    first, second = (forward(s.module, s.variables, jnp.asarray(x)) for s in (spec, again))
     assert all(np.array_equal(first[name], second[name]) for name in names)
 
 

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fast_compile import jit
 from keras_reference import fast_init, keras, randomize, reference, relative_error
 
 from jaxvis.models import load_model
@@ -75,7 +76,7 @@ def test_open_size_model_matches_keras_at_any_size(open_size, size):
     names = [layer.name for layer in model.layers[1:]]
     x = np.random.default_rng(size[0]).standard_normal((2, *size, 3)).astype(np.float32)
     want = reference(model, x, names)
-    got = jax.jit(lambda v, x: spec.module.apply(v, x, outputs=tuple(names)))(spec.variables, jnp.asarray(x))
+    got = jit(lambda v, x: spec.module.apply(v, x, outputs=tuple(names)))(spec.variables, jnp.asarray(x))
     errors = {name: relative_error(got[name], want[name]) for name in names}
     assert max(errors.values()) < TOLERANCE, errors
 
