@@ -5,6 +5,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+import fast_compile
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,15 +20,11 @@ from jaxvis.models.keras.load import load_keras
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
 
-# Quick XLA CPU compiles for the one-shot forwards below (LLVM at -O0, no fusion emitters): same values.
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
-
-
 def activations(spec, images, layers):
     """`spec.activations` as one compiled program (eager dispatch compiles each op of the network on its own);
     two specs with the same module and preprocessing run the same program."""
-    run = jax.jit(lambda variables, images: dataclasses.replace(spec, variables=variables).activations(images, layers),
-                  compiler_options=FAST_COMPILE)
+    run = fast_compile.jit(lambda variables, images: dataclasses.replace(spec, variables=variables).activations(
+        images, layers))
     return run(spec.variables, images)
 
 
@@ -84,7 +81,7 @@ def test_version_3_keras_file_from_its_former_module_still_loads():
     expected = np.load(folder / "expected_v3.npz")
     x = np.random.default_rng(0).random((2, 20, 20, 3)).astype(np.float32)
     layers = [key.split("::")[1] for key in expected.files]
-    acts = jax.jit(lambda v, x: spec.module.apply(v, x, outputs=tuple(layers)), compiler_options=FAST_COMPILE)(
+    acts = fast_compile.jit(lambda v, x: spec.module.apply(v, x, outputs=tuple(layers)))(
         spec.variables, jnp.asarray(x))
     for layer in layers:
         np.testing.assert_allclose(np.asarray(acts[layer]), expected[f"{name}::{layer}"], rtol=1e-5, atol=1e-6)

@@ -14,6 +14,7 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
+import fast_compile  # noqa: E402
 import keras  # noqa: E402
 import numpy as np
 from keras.src import backend as keras_backend  # noqa: E402
@@ -66,30 +67,29 @@ def randomize(model, seed: int = 0):
     return model
 
 
-def _predict(model, x, names):
-    probe = keras.Model(model.inputs, [model.get_layer(name).output for name in names])
-    outputs = probe.predict(x, verbose=0, batch_size=len(x))
-    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-    return {name: np.asarray(out) for name, out in zip(names, outputs, strict=True)}
-
-
 def reference(model, x, names):
     """Keras's activations `{name: array}` of `names` for `x` (softmax layers give probabilities, as in
     Keras), plus `<name>/pre_softmax` for each softmax-activated layer among them: its output with the
-    softmax swapped for a linear activation (keras-vis's swap)."""
-    out = _predict(model, x, names)
-    swapped = [
-        name for name in names if getattr(model.get_layer(name), "activation", None) is keras.activations.softmax
-    ]
-    for name in swapped:
-        model.get_layer(name).activation = keras.activations.linear
-    try:
-        if swapped:
-            out.update({f"{name}/pre_softmax": value for name, value in _predict(model, x, swapped).items()})
-    finally:
-        for name in swapped:
-            model.get_layer(name).activation = keras.activations.softmax
-    return out
+    softmax swapped for a linear activation (keras-vis's swap).
+
+    One program computes them all: each swapped layer's linear twin (same class, config and weights)
+    is called on the layer's own input next to it.
+    """
+    tensors = {name: model.get_layer(name).output for name in names}
+    for name in names:
+        layer = model.get_layer(name)
+        if getattr(layer, "activation", None) is keras.activations.softmax:
+            config = {**layer.get_config(), "activation": "linear", "name": f"{name}_pre_softmax"}
+            twin = type(layer).from_config(config)
+            with fast_init():
+                tensors[f"{name}/pre_softmax"] = twin(layer.input)
+            twin.set_weights(layer.get_weights())
+    probe = keras.Model(model.inputs, list(tensors.values()))
+    forward = fast_compile.jit(lambda trainable, other, x: probe.stateless_call(trainable, other, x, training=False)[0])
+    outputs = forward([v.value for v in probe.trainable_variables], [v.value for v in probe.non_trainable_variables],
+                      np.asarray(x))
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    return {name: np.asarray(out) for name, out in zip(tensors, outputs, strict=True)}
 
 
 def relative_error(got, want) -> float:

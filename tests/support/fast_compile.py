@@ -1,4 +1,4 @@
-"""`jit` for the Keras parity tests' forwards, compiled with quick XLA CPU options.
+"""`jit` for the parity tests' one-shot forwards (jaxvis and Keras references), with quick XLA CPU options.
 
 Each parity program runs once or twice, so its compile is most of a test's time: LLVM at -O0 without
 the fusion emitters compiles these networks about 4x faster (DenseNet121 at 32 px: 9 s -> 1.8 s) and
