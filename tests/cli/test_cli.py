@@ -78,6 +78,7 @@ def test_unwritable_output_folder(tmp_path, capsys):
     assert "cannot write to output folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_second_atlas_run_loads_its_programs_from_the_compilation_cache(tmp_path):
     """Two processes, one `--cache-dir`: the second compiles (XLA backend compile) nothing and loads
     every program from the cache; the images are the same bytes."""

@@ -72,11 +72,13 @@ def _assert_nearly_identical(images, reference_images, what):
     assert difference.max() <= 4.5 / 255 and (difference > 0).mean() < 0.02
 
 
+@pytest.mark.slow
 def test_four_devices_match_one_device(reference, tmp_path):
     _run([*ATLAS, "--out", str(tmp_path)], devices=4)
     _assert_nearly_identical(_pixels(tmp_path), _pixels(reference), "4 devices vs 1, standard transforms")
 
 
+@pytest.mark.slow
 def test_four_devices_match_one_device_with_jitter_only(tmp_path):
     jitter_only = [*ATLAS, "--transforms", "jitter"]
     _run([*jitter_only, "--out", str(tmp_path / "one")])
@@ -90,6 +92,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_make_one_atlas_equal_to_a_single_run(reference, tmp_path):
     coordinator = f"127.0.0.1:{_free_port()}"
     procs = [
@@ -118,6 +121,7 @@ def test_two_processes_make_one_atlas_equal_to_a_single_run(reference, tmp_path)
     assert (tmp_path / "conv3_grid.png").read_bytes() == (reference / "conv3_grid.png").read_bytes()
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_equals_an_uninterrupted_run(reference, tmp_path):
     # Same device count as `reference`: runs on different device counts are only nearly identical.
     process = _run([*ATLAS, "--out", str(tmp_path)], wait=False)
