@@ -267,6 +267,17 @@ def _with_native(module, switch: str, native_on: bool, fn):
     return call
 
 
+def _in_render_rng(fn):
+    """`fn` called (and so traced) in render's PRNG context, as render calls its compiled pieces."""
+    from jaxvis.optvis.render import render_rng
+
+    def call(*args):
+        with render_rng():
+            return fn(*args)
+
+    return call
+
+
 def _with_warp(native_on: bool, fn):
     from jaxvis.optvis import transforms
 
@@ -302,14 +313,14 @@ def warp_section(batch=16, size=128, steps=8, quick=False):
     for param in ("fft", "pixel"):
         extra = {} if param == "fft" else {"param": "pixel", "decorrelate": False, "valid_range": "offset"}
         config = RenderConfig(steps=steps, relu_redirect_steps=0, size=size, batch=batch, **extra)
-        params = _init_params(unit_keys_, spec=spec, config=config, size=size)
+        params = _in_render_rng(functools.partial(_init_params, spec=spec, config=config, size=size))(unit_keys_)
         for impl in ("cpp", "xla"):
             # `_optimize_octave` is jitted with the config static: a config differing in a field the
             # step does not read (the seed; keys are passed in) gives each variant its own trace.
             variant = config if impl == "cpp" else dataclasses.replace(config, seed=config.seed + 1)
             step = functools.partial(_optimize_octave, first_step=0, spec=spec, objective=objective, config=variant)
             steps_fns[f"{param}_{impl}"] = jax_call(
-                _with_warp(impl == "cpp", step), spec.variables, params, units, unit_keys_
+                _in_render_rng(_with_warp(impl == "cpp", step)), spec.variables, params, units, unit_keys_
             )
     timings = timed_together(steps_fns, min_repeats=3, max_repeats=6, budget_s=30.0)
     out["render_step_ms"] = {name: round(t["median_ms"] / steps, 2) for name, t in timings.items()}
@@ -347,7 +358,7 @@ def spectral_section(batch=16, sizes=(108, 128), steps=8, quick=False):
             units, keys = jnp.arange(batch), unit_keys(0, np.arange(batch))
             objective = as_objective("features.10")
             config = RenderConfig(steps=steps, relu_redirect_steps=0, size=size, batch=batch)
-            init = _init_params(keys, spec=spec, config=config, size=size)
+            init = _in_render_rng(functools.partial(_init_params, spec=spec, config=config, size=size))(keys)
             step_fns = {}
             # cpp: the transform with colour mixing and sigmoid fused in (param/fused.py); cpp_unfused:
             # the transform alone in C++, colour and sigmoid in XLA; xla: all three in XLA
@@ -355,8 +366,8 @@ def spectral_section(batch=16, sizes=(108, 128), steps=8, quick=False):
                 variant = dataclasses.replace(config, seed=config.seed + seed)  # each its own trace
                 step = functools.partial(_optimize_octave, first_step=0, spec=spec, objective=objective, config=variant)
                 step = _with_native(fused, "usable", impl == "cpp", step)
-                step_fns[impl] = jax_call(_with_native(spatial, "use_native_spectral", impl != "xla", step),
-                                          spec.variables, init, units, keys)
+                step = _with_native(spatial, "use_native_spectral", impl != "xla", step)
+                step_fns[impl] = jax_call(_in_render_rng(step), spec.variables, init, units, keys)
             timings = timed_together(step_fns, min_repeats=4, max_repeats=10, budget_s=40.0)
             entry["render_step_ms"] = {name: round(t["median_ms"] / steps, 2) for name, t in timings.items()}
         out[f"{size}px"] = entry

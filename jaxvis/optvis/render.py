@@ -42,7 +42,7 @@ from jaxvis.optvis.sharding import batch_shardings
 
 __all__ = [
     "OPTIMIZERS", "PRECISIONS", "RenderConfig", "RenderResult", "auto_batch", "box_blur", "check_objective",
-    "make_param", "render", "step_bytes_per_image", "unit_keys",
+    "make_param", "render", "render_rng", "step_bytes_per_image", "unit_keys",
 ]
 
 _INIT_FOLD = 2**31 - 1  # fold-in constant separating a unit's init key from its per-step keys
@@ -91,6 +91,16 @@ def _activations(spec: ModelSpec, variables, images, layers, redirect, precision
     scored = {layer: spec.scored(layer) for layer in layers}  # a softmax layer is optimized before its softmax
     acts = spec.module.apply(variables, x, outputs=tuple(scored.values()), relu_redirect=redirect)
     return {layer: acts[name].astype(jnp.float32) for layer, name in scored.items()}
+
+
+def render_rng():
+    """The context the render programs are traced and called in: threefry in its original form.
+
+    JAX's default (partitionable) threefry costs XLA's CPU compiler much more for the same step speed
+    (benchmarks/README.md). Each filter draws from its own key under vmap, so a sharded batch never
+    needs the partitionable form. The option is part of a program's cache key, so
+    callers of the compiled pieces below enter this context too (or draw other random numbers)."""
+    return jax.threefry_partitionable(False)
 
 
 # --- the compiled pieces: spec, objective and config are static (hashed by identity / value) ----
@@ -285,11 +295,13 @@ def _render_chunk(spec, variables, objective, chunk, config, sizes, bar, shardin
     keys = unit_keys(config.seed, padded)
     if shardings is not None:
         units, keys = jax.device_put(units, shardings[0]), jax.device_put(keys, shardings[0])
-    state = _init_params(keys, spec=spec, config=config, size=sizes[0])
+    with render_rng():
+        state = _init_params(keys, spec=spec, config=config, size=sizes[0])
     for octave, size in enumerate(sizes):
-        state = _optimize_octave(variables, state, units, keys, first_step=octave * config.steps,
-                                 spec=spec, objective=objective, config=config,
-                                 upscale_to=size if octave else None, finish=octave == len(sizes) - 1)
+        with render_rng():
+            state = _optimize_octave(variables, state, units, keys, first_step=octave * config.steps,
+                                     spec=spec, objective=objective, config=config,
+                                     upscale_to=size if octave else None, finish=octave == len(sizes) - 1)
         bar.update(1)
     images, scores = state  # the last octave finishes: final images and their scores
     return RenderResult(np.asarray(images)[:count], np.asarray(scores)[:count], chunk)

@@ -20,7 +20,15 @@ import numpy as np
 from jaxvis.models.spec import ModelSpec
 from jaxvis.optvis.compile_cache import CompileClock
 from jaxvis.optvis.objectives import as_objective
-from jaxvis.optvis.render import PRECISIONS, RenderConfig, _init_params, _optimize_octave, check_objective, render
+from jaxvis.optvis.render import (
+    PRECISIONS,
+    RenderConfig,
+    _init_params,
+    _optimize_octave,
+    check_objective,
+    render,
+    render_rng,
+)
 
 __all__ = ["BenchResult", "bench", "dot_peak", "step_flops"]
 
@@ -66,8 +74,10 @@ def step_flops(spec: ModelSpec, layer: str, config: RenderConfig, size: int) -> 
     one = dataclasses.replace(config, steps=1)
     keys = jax.random.split(jax.random.PRNGKey(0), one.batch)
     params = jax.eval_shape(lambda k: _init_params(k, spec=spec, config=one, size=size), keys)
-    lowered = _optimize_octave.lower(spec.variables, params, jnp.zeros(one.batch, jnp.int32), keys,
-                                     first_step=one.relu_redirect_steps, spec=spec, objective=objective, config=one)
+    with render_rng():  # traced as render traces it
+        lowered = _optimize_octave.lower(spec.variables, params, jnp.zeros(one.batch, jnp.int32), keys,
+                                         first_step=one.relu_redirect_steps, spec=spec, objective=objective,
+                                         config=one)
     analysis = lowered.compile().cost_analysis()
     analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
     return float((analysis or {}).get("flops", 0.0))

@@ -52,9 +52,9 @@ def test_rendering_raises_the_score_and_each_filter_prefers_its_own(spec):
         acts = np.asarray(spec.activations(result.images, ["conv3"])["conv3"]).mean(axis=(1, 2))  # [image, channel]
         own = acts[np.arange(8), np.arange(8)]
         # the images render starts from (the same init): each filter's score at least doubles
-        start_images = R.make_param(config).to_image(
-            R._init_params(R.unit_keys(seed, range(8)), spec=spec, config=config, size=32)
-        )
+        with R.render_rng():
+            start_params = R._init_params(R.unit_keys(seed, range(8)), spec=spec, config=config, size=32)
+        start_images = R.make_param(config).to_image(start_params)
         start = np.asarray(spec.activations(start_images, ["conv3"])["conv3"]).mean(axis=(1, 2))[
             np.arange(8), np.arange(8)
         ]
