@@ -1,5 +1,6 @@
 """relu / relu6 with a redirectable gradient: same values, lucid's gradient only when asked."""
 
+import fast_compile
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -55,7 +56,7 @@ def test_guided_and_rectified_modes():
 
 
 def test_mode_is_traceable_under_jit():
-    grad = jax.jit(jax.grad(lambda v, m: relu(v, m).sum()))
+    grad = fast_compile.jit(jax.grad(lambda v, m: relu(v, m).sum()))
     x = jnp.asarray([[-1.0, 2.0]])
     np.testing.assert_array_equal(grad(x, 0.0), [[0.0, 1.0]])
     np.testing.assert_array_equal(grad(x, 3.0), [[1.0, 1.0]])
@@ -67,7 +68,7 @@ def test_redirect_of_feature_maps_matches_the_full_per_item_test(alive_at):
     x = jnp.full((3, 12, 12, 4), -1.0).at[0, alive_at[0], alive_at[1], 2].set(1.0)  # item 0 alive at one spot only
     x = x.at[2].set(jax.random.normal(jax.random.PRNGKey(0), (12, 12, 4)))  # item 2 alive in many places
     cotangent = -jnp.ones_like(x)
-    got = np.asarray(jax.jit(lambda x: jax.vjp(lambda v: relu(v, 1.0), x)[1](cotangent)[0])(x))
+    got = np.asarray(fast_compile.jit(lambda x: jax.vjp(lambda v: relu(v, 1.0), x)[1](cotangent)[0])(x))
     want_alive = np.where(np.asarray(x) > 0, -1.0, 0.0)
     np.testing.assert_array_equal(got[0], want_alive[0])  # true gradient: the one live spot
     np.testing.assert_array_equal(got[1], -np.ones((12, 12, 4)))  # dead: redirected everywhere

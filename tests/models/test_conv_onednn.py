@@ -7,6 +7,7 @@ JAXVIS_ALLOW_NO_CUSTOM_CALLS=1 says a build without them is intended.
 """
 
 import custom_call_support
+import fast_compile
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -67,7 +68,7 @@ def test_value_and_both_gradients_match_torch(case):
         return y, *vjp(cotangent)
 
     cotangent = rng.standard_normal(jax.eval_shape(candidate, x, kernel).shape, dtype=np.float32)
-    got, gx, gk = jax.jit(value_and_gradients)(x, kernel, cotangent)
+    got, gx, gk = fast_compile.jit(value_and_gradients)(x, kernel, cotangent)
     want, wx, wk = torch_conv_reference.conv_vjp(x, kernel, cotangent, stride=stride, padding=padding, groups=groups,
                                                  dilation=dilation)
     assert got.shape == want.shape
@@ -80,7 +81,9 @@ def test_conv2d_onednn_matches_lax_and_runs_as_the_custom_call():
     custom_call_support.require("onednn")
     x, kernel, _ = _inputs(CASES[0])
     bias = jnp.arange(kernel.shape[-1], dtype=jnp.float32)
-    step = jax.jit(jax.value_and_grad(lambda x: jnp.sin(conv2d(x, kernel, bias, padding=1, impl="onednn")).sum()))
+    step = fast_compile.jit(
+        jax.value_and_grad(lambda x: jnp.sin(conv2d(x, kernel, bias, padding=1, impl="onednn")).sum())
+    )
     want = jax.value_and_grad(lambda x: jnp.sin(conv2d(x, kernel, bias, padding=1, impl="lax")).sum())(x)
     text = step.lower(x).as_text()
     assert "jaxvis_onednn_forward" in text and "jaxvis_onednn_backward_data" in text
@@ -95,7 +98,8 @@ def test_under_vmap_matches_lax():
     xs = jnp.stack([x, -2 * x, x[:, ::-1]])  # [3, B, H, W, C]: the custom call folds the leading axes
 
     def grad(impl):
-        return jax.jit(jax.vmap(jax.value_and_grad(lambda x: jnp.sin(conv2d(x, kernel, padding=1, impl=impl)).sum())))
+        loss = lambda x: jnp.sin(conv2d(x, kernel, padding=1, impl=impl)).sum()
+        return fast_compile.jit(jax.vmap(jax.value_and_grad(loss)))
 
     (got_value, got_grad), (want_value, want_grad) = grad("onednn")(xs), grad("lax")(xs)
     np.testing.assert_allclose(got_value, want_value, rtol=1e-5)
@@ -108,7 +112,7 @@ def test_what_it_does_not_take_falls_back_to_xla():
     # negative padding (a crop) and float16 are not passed to oneDNN
     assert not conv_onednn.applies(x, kernel, ((-1, 0), (0, 0)))
     assert not conv_onednn.applies(x.astype(jnp.float16), kernel, ((1, 1), (1, 1)))
-    y = jax.jit(lambda x: conv2d(x, kernel, padding=((-1, 0), (1, 1)), impl="onednn"))
+    y = fast_compile.jit(lambda x: conv2d(x, kernel, padding=((-1, 0), (1, 1)), impl="onednn"))
     assert "jaxvis_onednn" not in y.lower(x).as_text()
     want = conv2d(x, kernel, padding=((-1, 0), (1, 1)), impl="lax")
     np.testing.assert_allclose(y(x), want, atol=1e-5, rtol=1e-5)
@@ -141,7 +145,7 @@ def test_a_missing_library_turns_the_calls_off(monkeypatch):
         assert not conv_onednn.available()
         assert choose_impl((3, 3, 64, 64), 1, backend="cpu") == "lax"
         x, kernel, _ = _inputs(CASES[0])
-        text = jax.jit(lambda x: conv2d(x, kernel, padding=1, impl="onednn")).lower(x).as_text()
+        text = fast_compile.jit(lambda x: conv2d(x, kernel, padding=1, impl="onednn")).lower(x).as_text()
         assert "jaxvis_onednn" not in text
     finally:
         monkeypatch.undo()

@@ -3,6 +3,7 @@ in input gradient, under jit; under vmap it equals lax.conv_general_dilated."""
 
 import functools
 
+import fast_compile
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,7 +73,7 @@ def test_formulations_match_lax_forward_and_input_gradient(case, impl):
         return y, vjp(cotangent)[0]
 
     cotangent = rng.standard_normal(jax.eval_shape(candidate, x).shape, np.float32)
-    got, got_dx = jax.jit(value_and_input_gradient)(x, cotangent)
+    got, got_dx = fast_compile.jit(value_and_input_gradient)(x, cotangent)
     want, want_dx, _ = torch_conv_reference.conv_vjp(x, kernel, cotangent, stride=stride, groups=groups, bias=bias,
                                                      padding=normalize_padding(padding))
     assert got.shape == want.shape
@@ -93,7 +94,7 @@ def test_kernel_gradient_matches_too(case):
 
     _, _, want = torch_conv_reference.conv_vjp(x, kernel, np.cos, stride=stride, groups=groups,
                                                padding=normalize_padding(padding))
-    np.testing.assert_allclose(jax.jit(jax.grad(functools.partial(loss, conv_taps)))(kernel), want, atol=1e-4,
+    np.testing.assert_allclose(fast_compile.jit(jax.grad(functools.partial(loss, conv_taps)))(kernel), want, atol=1e-4,
                                rtol=1e-5)
 
 
@@ -112,7 +113,7 @@ def test_winograd_tiles_match_lax_in_value_and_both_gradients(case, m):
     candidate = functools.partial(loss, lambda x, k: winograd_conv3x3(x, k, padding=padding, m=m))
     y, dx, dk = torch_conv_reference.conv_vjp(x, kernel, np.cos, padding=padding)
     want = np.sin(y).sum(), (dx, dk)
-    got = jax.jit(jax.value_and_grad(candidate, (0, 1)))(x, kernel)
+    got = fast_compile.jit(jax.value_and_grad(candidate, (0, 1)))(x, kernel)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
     np.testing.assert_allclose(got[1][0], want[1][0], atol=5e-5, rtol=5e-5)
     np.testing.assert_allclose(got[1][1], want[1][1], atol=1e-4, rtol=1e-5)
@@ -123,7 +124,7 @@ def test_winograd_under_vmap_matches_lax():
     xs = jnp.stack([x, -2 * x, x[:, ::-1]])  # [3, B, H, W, C]: vmap over a leading axis
 
     def grad(impl):
-        return jax.jit(jax.vmap(jax.grad(lambda x: jnp.sin(conv2d(x, kernel, padding=1, impl=impl)).sum())))
+        return fast_compile.jit(jax.vmap(jax.grad(lambda x: jnp.sin(conv2d(x, kernel, padding=1, impl=impl)).sum())))
 
     np.testing.assert_allclose(grad("winograd")(xs), grad("lax")(xs), atol=5e-5, rtol=5e-5)
 
@@ -131,9 +132,9 @@ def test_winograd_under_vmap_matches_lax():
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU choice")
 def test_wide_3x3_on_cpu_runs_without_an_xla_convolution_forward_and_backward():
     x, kernel = jnp.zeros((1, 8, 8, 128)), jnp.zeros((3, 3, 128, 128))
-    step = jax.jit(jax.grad(lambda x: conv2d(x, kernel, padding=1).sum()))
+    step = fast_compile.jit(jax.grad(lambda x: conv2d(x, kernel, padding=1).sum()))
     assert "convolution(" not in step.lower(x).compile().as_text()
-    step = jax.jit(jax.grad(lambda x: conv2d(x, kernel, padding=1, impl="lax").sum()))
+    step = fast_compile.jit(jax.grad(lambda x: conv2d(x, kernel, padding=1, impl="lax").sum()))
     assert "convolution(" in step.lower(x).compile().as_text()
 
 

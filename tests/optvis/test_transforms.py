@@ -2,6 +2,7 @@
 
 import custom_call_support
 import cv2
+import fast_compile
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,8 +55,8 @@ def test_eager_jit_vmap_agree(name):
     keys = jax.random.split(jax.random.PRNGKey(3), 4)
     images = jax.random.uniform(jax.random.PRNGKey(4), (4, 32, 32, 3))
     eager = jnp.stack([transform(k, im) for k, im in zip(keys, images)])
-    jitted = jnp.stack([jax.jit(transform)(k, im) for k, im in zip(keys, images)])
-    vmapped = jax.jit(lambda k, x: T.apply_batch(transform, k, x))(keys, images)
+    jitted = jnp.stack([fast_compile.jit(transform)(k, im) for k, im in zip(keys, images)])
+    vmapped = fast_compile.jit(lambda k, x: T.apply_batch(transform, k, x))(keys, images)
     np.testing.assert_allclose(jitted, eager, atol=1e-5)
     np.testing.assert_allclose(vmapped, eager, atol=1e-5)
     assert vmapped.shape == images.shape
@@ -63,7 +64,8 @@ def test_eager_jit_vmap_agree(name):
 
 def test_each_item_gets_its_own_draw():
     images = jnp.broadcast_to(jax.random.uniform(jax.random.PRNGKey(5), (1, 32, 32, 3)), (4, 32, 32, 3))
-    out = jax.jit(lambda k, x: T.apply_batch(T.STANDARD, k, x))(jax.random.split(jax.random.PRNGKey(6), 4), images)
+    keys = jax.random.split(jax.random.PRNGKey(6), 4)
+    out = fast_compile.jit(lambda k, x: T.apply_batch(T.STANDARD, k, x))(keys, images)
     assert len({np.asarray(o).tobytes() for o in out}) == 4
 
 
@@ -122,12 +124,11 @@ def test_native_and_jax_warps_agree_under_jit_and_nested_vmap(monkeypatch, chann
 
     def value_and_grad(images):
         loss = lambda x: jnp.sum(jax.vmap(jax.vmap(T.STANDARD))(keys, x) * cotangent)
-        return jax.jit(jax.value_and_grad(loss))(images)
+        return fast_compile.jit(jax.value_and_grad(loss))(images)
 
     native = value_and_grad(images)
-    hlo = (
-        jax.jit(jax.value_and_grad(lambda x: jnp.sum(jax.vmap(jax.vmap(T.STANDARD))(keys, x)))).lower(images).as_text()
-    )
+    summed = jax.value_and_grad(lambda x: jnp.sum(jax.vmap(jax.vmap(T.STANDARD))(keys, x)))
+    hlo = fast_compile.jit(summed).lower(images).as_text()
     assert "jaxvis_warp_forward" in hlo and "jaxvis_warp_backward" in hlo
     monkeypatch.setattr(T, "_use_native_warp", lambda image: False)
     pure = value_and_grad(images)
@@ -150,7 +151,8 @@ def test_native_warp_reaches_the_last_pixel_exactly(monkeypatch, channels):
     shift = jax.vmap(lambda image: T.warp(image, jnp.float32(1.0), jnp.float32(0.0), -0.5, -0.5))
 
     def value_and_grad(images):
-        return jax.jit(jax.value_and_grad(lambda x: jnp.sum(shift(x) * cotangent)))(images), jax.jit(shift)(images)
+        loss_and_grad = fast_compile.jit(jax.value_and_grad(lambda x: jnp.sum(shift(x) * cotangent)))
+        return loss_and_grad(images), fast_compile.jit(shift)(images)
 
     (native_loss, native_grad), native = value_and_grad(images)
     monkeypatch.setattr(T, "_use_native_warp", lambda image: False)
@@ -169,8 +171,8 @@ def test_native_warps_running_concurrently_share_the_thread_pool():
     rng = np.random.default_rng(3)
     batches = [jnp.asarray(rng.uniform(size=(8, 64, 64, 3)), jnp.float32) for _ in range(6)]
     keys = jax.random.split(jax.random.PRNGKey(1), 8)
-    one = jax.jit(lambda x: T.apply_batch(T.STANDARD, keys, x))
-    together = jax.jit(lambda xs: [T.apply_batch(T.STANDARD, keys, x) for x in xs])  # independent calls
+    one = fast_compile.jit(lambda x: T.apply_batch(T.STANDARD, keys, x))
+    together = fast_compile.jit(lambda xs: [T.apply_batch(T.STANDARD, keys, x) for x in xs])  # independent calls
     want = [np.asarray(one(x)) for x in batches]
     for _ in range(20):
         for got, expected in zip(together(batches), want):

@@ -1,8 +1,11 @@
-"""`jit` for the parity tests' one-shot forwards (jaxvis and Keras references), with quick XLA CPU options.
+"""`jit` for the tests' own one-shot programs, with quick XLA CPU options.
 
-Each parity program runs once or twice, so its compile is most of a test's time: LLVM at -O0 without
-the fusion emitters compiles these networks about 4x faster (DenseNet121 at 32 px: 9 s -> 1.8 s) and
-computes the same values (to ~1e-6 relative of the default build, far inside the tests' 1e-4).
+The tests jit their harnesses (parity forwards of jaxvis and Keras models, a jaxvis function with its
+gradient, a reference's gradient) to run them once or twice, so compiling is most of a test's time:
+LLVM at -O0 without the fusion emitters compiles them several times faster (benchmarks/README.md)
+and computes the same values (to ~1e-6 relative of the default build, far inside the tests'
+tolerances). The code under test is the same HLO either way; jaxvis's own compiled
+programs (render, CAM, dream) keep XLA's defaults, as users get them.
 """
 
 import functools

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
+import fast_compile
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -257,9 +257,11 @@ def export_pt2(model: nn.Module, path, size: int = 64, batch: int = 1) -> str:
 
 
 def apply_jitted(spec, x, layers) -> dict:
-    """`spec.apply_preprocessed(x, layers)` under one `jax.jit` (the variables an argument, not
+    """`spec.apply_preprocessed(x, layers)` under one `jax.jit` (quick XLA options) (the variables an argument, not
     constants): run eagerly, every op of every node compiles on its own, most of a test's time."""
-    run = jax.jit(lambda variables, x: dataclasses.replace(spec, variables=variables).apply_preprocessed(x, layers))
+    run = fast_compile.jit(
+        lambda variables, x: dataclasses.replace(spec, variables=variables).apply_preprocessed(x, layers)
+    )
     return run(spec.variables, x)
 
 

@@ -1,5 +1,6 @@
 """GraphModule: the model contract on a hand-built graph (outputs, pruning, layouts, ReLU redirect)."""
 
+import fast_compile
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,7 +50,7 @@ def test_matches_numpy_and_returns_exactly_the_requested_layers():
     assert set(out) == {"fc", "conv"}
     for name in out:
         np.testing.assert_allclose(out[name], ref[name], rtol=1e-5, atol=1e-5)
-    jitted = jax.jit(lambda v, x: module.apply(v, x, outputs=("relu",)))(variables, x)
+    jitted = fast_compile.jit(lambda v, x: module.apply(v, x, outputs=("relu",)))(variables, x)
     np.testing.assert_allclose(jitted["relu"], ref["relu"], rtol=1e-5, atol=1e-5)
 
 
@@ -69,13 +70,15 @@ def test_relu_goes_through_the_redirectable_relu():
         f = lambda x: GraphModule(graph).apply(variables, x, outputs=("relu",), relu_redirect=mode)["relu"].sum()  # noqa: E731
         return jax.grad(f)(x)
 
-    true, rectified = jax.jit(lambda x: (grad(TRUE), grad(RECTIFIED)))(x)  # both in one compiled program
+    true, rectified = fast_compile.jit(lambda x: (grad(TRUE), grad(RECTIFIED)))(x)  # both in one compiled program
     assert not np.allclose(true, rectified)
 
 
 def test_init_gives_the_recorded_shapes_and_unknown_layers_are_refused():
     graph, variables = _graph()
-    init = jax.jit(lambda x: GraphModule(graph).init(jax.random.PRNGKey(0), x))(np.ones((1, 4, 4, 2), np.float32))
+    init = fast_compile.jit(lambda x: GraphModule(graph).init(jax.random.PRNGKey(0), x))(
+        np.ones((1, 4, 4, 2), np.float32)
+    )
     assert jax.tree.map(jnp.shape, init) == jax.tree.map(jnp.shape, variables)
     with pytest.raises(JaxvisError, match="unknown layer"):
         GraphModule(graph).apply(variables, np.ones((1, 4, 4, 2), np.float32), outputs=("nope",))
@@ -144,7 +147,8 @@ def test_a_graph_model_converts_to_a_jaxvis_file_and_back(tmp_path):
     layers = spec.layer_names
 
     def every_layer(model):  # one compiled program per model, the variables an argument
-        return jax.jit(lambda v: dataclasses.replace(model, variables=v).activations(x, layers))(model.variables)
+        run = fast_compile.jit(lambda v: dataclasses.replace(model, variables=v).activations(x, layers))
+        return run(model.variables)
 
     got, want = every_layer(again), every_layer(spec)
     for layer in layers:
@@ -193,10 +197,10 @@ def test_grouped_params_same_padding_and_pre_softmax(size):
     graph = _keras_style_graph()
     module = GraphModule(graph)
     x = np.random.default_rng(2).normal(size=(2, *size, 2)).astype(np.float32)
-    variables = jax.jit(lambda x: module.init(jax.random.PRNGKey(0), x))(x)
+    variables = fast_compile.jit(lambda x: module.init(jax.random.PRNGKey(0), x))(x)
     assert jax.tree.map(jnp.shape, variables) == {"params": {"conv": {"kernel": (3, 3, 2, 4), "bias": (4,)}}}
     outputs = ("conv", "pool", "probs", "probs/pre_softmax", "x")
-    out = jax.jit(lambda v, x: module.apply(v, x, outputs=outputs))(variables, x)
+    out = fast_compile.jit(lambda v, x: module.apply(v, x, outputs=outputs))(variables, x)
     params = variables["params"]["conv"]
     conv = lax.conv_general_dilated(x, params["kernel"], (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     pool = lax.reduce_window(conv + params["bias"], -jnp.inf, lax.max, (1, 3, 3, 1), (1, 2, 2, 1), "SAME")

@@ -1,5 +1,6 @@
 """torch's pooling on NHWC maps: values and the input gradient a render needs, against torch."""
 
+import fast_compile
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +21,6 @@ def test_pooling_value_and_input_gradient_match_torch(pool, ref, settings):
     w = np.random.default_rng(1).standard_normal(out.shape).astype(np.float32)  # NCHW, as torch's output
     (out * torch.from_numpy(w)).sum().backward()
     loss = lambda v: (pool(v, *settings) * jnp.asarray(w.transpose(0, 2, 3, 1))).sum()  # noqa: E731
-    value, grad = jax.jit(jax.value_and_grad(loss))(jnp.asarray(x))
+    value, grad = fast_compile.jit(jax.value_and_grad(loss))(jnp.asarray(x))
     np.testing.assert_allclose(float(value), float((out * torch.from_numpy(w)).sum()), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(grad), t.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-6)

@@ -4,6 +4,7 @@ real-checkpoint test checks with a strict load)."""
 
 import importlib.util
 
+import fast_compile
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -138,7 +139,7 @@ def batch():
 def test_every_layer_matches_torch(reference, variables, batch, conv_impl):
     want = reference.all_activations(batch)
     assert set(want) == set(LAYER_NAMES)
-    got = jax.jit(lambda v, x: MobileNetV2(conv_impl=conv_impl).apply(v, x))(variables, batch)
+    got = fast_compile.jit(lambda v, x: MobileNetV2(conv_impl=conv_impl).apply(v, x))(variables, batch)
     assert set(got) == set(LAYER_NAMES)
     errors = {name: relative_error(got[name], want[name]) for name in LAYER_NAMES}
     print(f"\n{conv_impl}: max relative error", max(errors.values()), "at", max(errors, key=errors.get))
@@ -157,7 +158,7 @@ def test_input_gradient_matches_torch(reference, variables, batch):
     def score(images):
         return MobileNetV2().apply(variables, images, outputs=("features.10",))["features.10"][..., 3].mean()
 
-    got = jax.jit(jax.grad(score))(batch)
+    got = fast_compile.jit(jax.grad(score))(batch)
     error = relative_error(got, want)
     print(f"\ninput gradient: max relative error {error:.2e}")
     assert error < 1e-4
@@ -200,7 +201,7 @@ def test_stops_after_the_last_requested_layer(variables):
 
 
 def test_relu_redirect_leaves_values_unchanged(variables, batch):
-    apply = jax.jit(lambda r: MobileNetV2().apply(variables, batch, outputs=("features.10", "classifier.1"),
+    apply = fast_compile.jit(lambda r: MobileNetV2().apply(variables, batch, outputs=("features.10", "classifier.1"),
                                                    relu_redirect=r))
     plain, redirected = apply(jnp.float32(0.0)), apply(jnp.float32(1.0))
     for name in plain:
@@ -220,7 +221,7 @@ def test_relu_redirect_changes_only_the_gradient(reference, variables, batch):
         return lambda x: -MobileNetV2().apply(variables, x, outputs=("features.3.conv.0",), relu_redirect=r)[
             "features.3.conv.0"][..., 35].mean(axis=(1, 2)).sum()
 
-    true, redirected = [np.asarray(jax.jit(jax.grad(loss(jnp.float32(r))))(batch)) for r in (0.0, 1.0)]
+    true, redirected = [np.asarray(fast_compile.jit(jax.grad(loss(jnp.float32(r))))(batch)) for r in (0.0, 1.0)]
     assert np.abs(true[0]).max() > 0 and np.abs(true[1]).max() == 0
     np.testing.assert_array_equal(redirected[0], true[0])
     x = torch.from_numpy(np.ascontiguousarray(batch[1:].transpose(0, 3, 1, 2))).requires_grad_(True)
@@ -309,7 +310,7 @@ def test_real_checkpoint_matches_torch_on_photos(mobilenet_checkpoint, sample_ph
     images01 = np.stack([_resize_crop(photo) for photo in sample_photos])
     normalized = (images01 - np.asarray(TORCH_IMAGENET.mean, np.float32)) / np.asarray(TORCH_IMAGENET.std, np.float32)
     want = reference.all_activations(normalized.astype(np.float32))
-    got = jax.jit(lambda x: spec.activations(x, FEATURES + ["classifier.1"]))(jnp.asarray(images01))
+    got = fast_compile.jit(lambda x: spec.activations(x, FEATURES + ["classifier.1"]))(jnp.asarray(images01))
 
     errors = {name: relative_error(got[name], want[name]) for name in FEATURES + ["classifier.1"]}
     top1 = np.asarray(got["classifier.1"]).argmax(1)

@@ -18,6 +18,7 @@ import dataclasses
 import functools
 from collections.abc import Callable
 
+import fast_compile
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -153,7 +154,7 @@ def close(got, want) -> tuple[bool, float]:
 
 def activations(spec, images, layers) -> dict:
     """What `spec.activations(images, layers)` computes, under jit with the variables as an argument."""
-    return jax.jit(lambda v, x: spec.module.apply(v, spec.preprocess(x), outputs=tuple(layers)))(
+    return fast_compile.jit(lambda v, x: spec.module.apply(v, spec.preprocess(x), outputs=tuple(layers)))(
         spec.variables, jnp.asarray(images))
 
 

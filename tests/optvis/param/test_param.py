@@ -2,6 +2,7 @@
 
 import custom_call_support
 import cv2
+import fast_compile
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,7 +31,7 @@ def test_fits_a_photo(kind, target):
     optimizer = optax.adam(0.05)
     state = optimizer.init(params)
 
-    @jax.jit
+    @fast_compile.jit
     def step(params, state):
         loss, grads = jax.value_and_grad(lambda p: jnp.mean((param.to_image(p) - target) ** 2))(params)
         updates, state = optimizer.update(grads, state, params)
@@ -102,7 +103,7 @@ def _xla_latent(params, decay_power=1.0):
     saved = spatial.use_native_spectral
     spatial.use_native_spectral = lambda params: False
     try:
-        return jax.jit(lambda p: spatial.fft(decay_power).to_latent(p))(params), jax.jit(
+        return fast_compile.jit(lambda p: spatial.fft(decay_power).to_latent(p))(params), fast_compile.jit(
             lambda p, g: jax.vjp(spatial.fft(decay_power).to_latent, p)[1](g)[0])
     finally:
         spatial.use_native_spectral = saved
@@ -129,12 +130,12 @@ def test_native_spectral_matches_jnp_fft(batch, channels, height, width):
     params = jnp.asarray(rng.standard_normal((batch, channels, height, width // 2 + 1, 2)), jnp.float32)
     assert spatial.use_native_spectral(params)
     space = spatial.fft(1.0)
-    latent = jax.jit(space.to_latent)(params)
+    latent = fast_compile.jit(space.to_latent)(params)
     want, want_vjp = _xla_latent(params)
     scale = float(np.abs(np.asarray(want)).max())
     np.testing.assert_allclose(latent, want, rtol=0, atol=2e-6 * scale)
     g = jnp.asarray(rng.standard_normal(latent.shape), jnp.float32)
-    grad = jax.jit(lambda p, g: jax.vjp(space.to_latent, p)[1](g)[0])(params, g)
+    grad = fast_compile.jit(lambda p, g: jax.vjp(space.to_latent, p)[1](g)[0])(params, g)
     want_grad = want_vjp(params, g)
     np.testing.assert_allclose(grad, want_grad, rtol=0, atol=2e-6 * float(np.abs(np.asarray(want_grad)).max()))
     # under vmap the leading dimensions are one batch, both ways
@@ -160,7 +161,7 @@ def _composed_to_image(params):
     spatial.use_native_spectral = lambda params: False
     try:
         to_image = image_param("fft").to_image
-        return jax.jit(to_image)(params), jax.jit(lambda p, g: jax.vjp(to_image, p)[1](g)[0])
+        return fast_compile.jit(to_image)(params), fast_compile.jit(lambda p, g: jax.vjp(to_image, p)[1](g)[0])
     finally:
         spatial.use_native_spectral = saved
 
@@ -181,15 +182,15 @@ def test_fused_lucid_default_matches_its_composed_parts(batch, height, width, am
     params = jnp.asarray(amplitude * rng.standard_normal((batch, 3, height, width // 2 + 1, 2)), jnp.float32)
     assert fused.usable(params)
     # the DFTs' rounding, relative to the largest latent, passes through the sigmoid's slope (<= 1/4)
-    atol = 1e-6 + 1e-6 * float(np.abs(np.asarray(jax.jit(spatial.fft(1.0).to_latent)(params))).max())
+    atol = 1e-6 + 1e-6 * float(np.abs(np.asarray(fast_compile.jit(spatial.fft(1.0).to_latent)(params))).max())
     to_image = image_param("fft").to_image
-    assert "jaxvis_spectral_image_forward" in jax.jit(to_image).lower(params).as_text()
-    images = jax.jit(to_image)(params)
+    assert "jaxvis_spectral_image_forward" in fast_compile.jit(to_image).lower(params).as_text()
+    images = fast_compile.jit(to_image)(params)
     want, want_vjp = _composed_to_image(params)
     assert np.isfinite(np.asarray(images)).all()
     np.testing.assert_allclose(images, want, rtol=0, atol=atol)
     g = jnp.asarray(rng.standard_normal(images.shape), jnp.float32)
-    grad = jax.jit(lambda p, g: jax.vjp(to_image, p)[1](g)[0])(params, g)
+    grad = fast_compile.jit(lambda p, g: jax.vjp(to_image, p)[1](g)[0])(params, g)
     want_grad = want_vjp(params, g)
     np.testing.assert_allclose(grad, want_grad, rtol=0, atol=2e-6 * float(np.abs(np.asarray(want_grad)).max()))
     np.testing.assert_allclose(jax.vmap(to_image)(params[None])[0], images, rtol=0, atol=1e-7)
@@ -202,7 +203,7 @@ def test_fused_call_only_for_lucids_default_on_rgb():
     from jaxvis.optvis.param import fused
 
     rgb = jnp.zeros((1, 3, 64, 33, 2), jnp.float32)
-    lowered = lambda param, params: jax.jit(param.to_image).lower(params).as_text()
+    lowered = lambda param, params: fast_compile.jit(param.to_image).lower(params).as_text()
     assert "image_forward" not in lowered(image_param("fft", decorrelate=False), rgb)
     assert "image_forward" not in lowered(image_param("fft", valid_range="offset"), rgb)
     assert not fused.usable(jnp.zeros((1, 1, 64, 33, 2), jnp.float32))  # gray

@@ -9,6 +9,7 @@ the default) and the pure-JAX one (other backends).
 """
 
 import custom_call_support
+import fast_compile
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -96,7 +97,7 @@ def test_fft_latent_is_lucids_fft_image(path, batch, channels, height, width):
         np.random.default_rng(height).standard_normal((batch, channels, height, width // 2 + 1, 2)).astype(np.float32)
     )
     want = lucid_fft_image(np.moveaxis(params.astype(np.float64), -1, 0), height, width)
-    got = np.asarray(jax.jit(spatial.fft().to_latent)(jnp.asarray(params)))
+    got = np.asarray(fast_compile.jit(spatial.fft().to_latent)(jnp.asarray(params)))
     assert got.shape == (batch, height, width, channels)
     np.testing.assert_allclose(got, want, atol=2e-5 * np.abs(want).max())
 
@@ -108,6 +109,6 @@ def test_lucids_default_image_is_sigmoid_of_decorrelated_fft_image(path):
     assert np.std(np.asarray(params)) == pytest.approx(0.01, rel=0.1)  # lucid's sd
     scaled = 50 * np.asarray(params, np.float64)  # away from sigmoid(0) = 0.5 so the colour mixing shows
     want = lucid_to_valid_rgb(lucid_fft_image(np.moveaxis(scaled, -1, 0), 16, 24))
-    got = np.asarray(jax.jit(param.to_image)(jnp.asarray(scaled, jnp.float32)))
+    got = np.asarray(fast_compile.jit(param.to_image)(jnp.asarray(scaled, jnp.float32)))
     assert np.abs(want - 0.5).max() > 0.05
     np.testing.assert_allclose(got, want, atol=2e-6)
