@@ -241,16 +241,17 @@ def saturated_fraction(images) -> float:
 @pytest.mark.slow
 def test_fastai_preset_with_its_blur_leaves_few_saturated_pixels(mobilenet_checkpoint):
     """FilterVisualizer's `blur=5` (`visualize(..., blur=5)`; its default is no blur, whose images
-    are harsher): smooth textures, not pixels driven to 0 or 255. The preset's first 8 of its 12
-    octaves (56 to 198 px; the last four, to 408 px, cost 4/5 of the full run's steps): measured
-    8.6% saturated with the blur, 28% with `octave_blur=0`, so the bound tells the two apart."""
+    are harsher): smooth textures, not pixels driven to 0 or 255. The preset's first 4 of its 12
+    octaves (56 to 96 px; each octave is a program of its own to compile): measured 4.9% saturated
+    with the blur, 15.9% with `octave_blur=0` (8 octaves: 8.6% and 28%), so the bound tells the two
+    apart."""
     spec = mobilenet(mobilenet_checkpoint)
-    config = RenderConfig.preset("fastai", batch=4, octaves=8)
-    assert config.octave_sizes() == RenderConfig.preset("fastai").octave_sizes()[:8]
+    config = RenderConfig.preset("fastai", batch=4, octaves=4)
+    assert config.octave_sizes() == RenderConfig.preset("fastai").octave_sizes()[:4]
     result = render(spec, LAYER, range(4), config, progress=False)
     fraction = saturated_fraction(result.images)
-    print(f"fastai preset, blur 5, 8 octaves, {LAYER} filters 0-3: {fraction:.1%} of channel values saturated")
-    assert fraction < 0.20
+    print(f"fastai preset, blur 5, 4 octaves, {LAYER} filters 0-3: {fraction:.1%} of channel values saturated")
+    assert fraction < 0.10
 
 
 @pytest.mark.slow

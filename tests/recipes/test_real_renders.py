@@ -4,6 +4,7 @@ A filter's image must excite its own channel more than the other filters' images
 visualization must be classified as its own class by the model that drew it.
 """
 
+import fast_compile
 import numpy as np
 import pytest
 from mobilenet_cache import mobilenet
@@ -16,7 +17,7 @@ CLASSES = [20, 379, 130, 417, 530, 963]
 
 
 def _channel_means(spec, images, layer):
-    acts = spec.module.apply(spec.variables, spec.preprocess(images), outputs=(layer,))[layer]
+    acts = fast_compile.activations(spec, images, [layer])[layer]
     return np.asarray(acts).mean(axis=(1, 2))
 
 
@@ -38,9 +39,7 @@ def test_class_visualizations_are_classified_as_their_class(mobilenet_checkpoint
     config = RenderConfig(size=128, steps=64, octaves=1, batch=len(CLASSES))
     result = render(spec, spec.logits_layer, CLASSES, config, progress=False)
     assert np.all(result.images >= 0) and np.all(result.images <= 1)
-    logits = spec.module.apply(spec.variables, spec.preprocess(result.images), outputs=(spec.logits_layer,))[
-        spec.logits_layer
-    ]
+    logits = fast_compile.activations(spec, result.images, [spec.logits_layer])[spec.logits_layer]
     top1 = np.asarray(logits).argmax(axis=1)
     hits = int((top1 == np.asarray(CLASSES)).sum())
     print(f"{hits}/{len(CLASSES)} classified as their class:", [spec.class_names[i] for i in top1])

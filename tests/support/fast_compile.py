@@ -14,3 +14,10 @@ import jax
 
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 jit = functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+
+
+def activations(spec, images, layers) -> dict:
+    """What `spec.activations(images, layers)` computes, as one program with the variables an argument
+    (run eagerly, every op of a network compiles on its own)."""
+    run = jit(lambda variables, x: spec.module.apply(variables, spec.preprocess(x), outputs=tuple(layers)))
+    return run(spec.variables, jax.numpy.asarray(images))

@@ -152,12 +152,6 @@ def close(got, want) -> tuple[bool, float]:
     return bool(diff <= RTOL * scale + ATOL), float(diff / max(scale, 1e-30))
 
 
-def activations(spec, images, layers) -> dict:
-    """What `spec.activations(images, layers)` computes, under jit with the variables as an argument."""
-    return fast_compile.jit(lambda v, x: spec.module.apply(v, spec.preprocess(x), outputs=tuple(layers)))(
-        spec.variables, jnp.asarray(images))
-
-
 @functools.lru_cache(maxsize=1)  # cases of one architecture run together; keep only the current model
 def reference(arch: str):
     """(torch model with random weights, [0, 1] images, {layer: torch activation NHWC})."""
@@ -189,7 +183,7 @@ def test_matches_torch(arch, fmt, tmp_path):
     assert spec.class_names is None or len(spec.class_names) == n_classes
     assert (spec.class_names is not None) == (n_classes == 1000 or arch == "torch_mnist_cnn")
 
-    got = activations(spec, images, case.layers)
+    got = fast_compile.activations(spec, images, case.layers)
     assert set(got) == set(case.layers)
     results = {}
     for name in case.layers:
