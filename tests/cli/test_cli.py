@@ -88,7 +88,7 @@ def test_a_second_atlas_run_loads_its_programs_from_the_compilation_cache(tmp_pa
     env = {**os.environ, "JAXVIS_CACHE_DIR": str(tmp_path / "unused")}  # --cache-dir wins over the variable
     manifests = []
     for name in ("cold", "cached"):
-        command = [sys.executable, "-m", "jaxvis.cli", "atlas", *TINY, "--steps", "6", "--octaves", "2",
+        command = [sys.executable, "-m", "jaxvis.cli", "atlas", *TINY, "--steps", "6", "--octaves", "1",
                    "--filters", "0-3", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / name)]
         result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
         assert result.returncode == 0, result.stderr[-2000:]
