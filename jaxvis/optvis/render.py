@@ -98,8 +98,8 @@ def render_rng():
 
     JAX's default (partitionable) threefry costs XLA's CPU compiler much more for the same step speed
     (benchmarks/README.md). Each filter draws from its own key under vmap, so a sharded batch never
-    needs the partitionable form. The option is part of a program's cache key, so
-    callers of the compiled pieces below enter this context too (or draw other random numbers)."""
+    needs the partitionable form. The option is part of a program's cache key: callers of the
+    compiled pieces below enter this context too, or they trace (and draw) differently."""
     return jax.threefry_partitionable(False)
 
 
@@ -297,12 +297,11 @@ def _render_chunk(spec, variables, objective, chunk, config, sizes, bar, shardin
         units, keys = jax.device_put(units, shardings[0]), jax.device_put(keys, shardings[0])
     with render_rng():
         state = _init_params(keys, spec=spec, config=config, size=sizes[0])
-    for octave, size in enumerate(sizes):
-        with render_rng():
+        for octave, size in enumerate(sizes):
             state = _optimize_octave(variables, state, units, keys, first_step=octave * config.steps,
                                      spec=spec, objective=objective, config=config,
                                      upscale_to=size if octave else None, finish=octave == len(sizes) - 1)
-        bar.update(1)
+            bar.update(1)
     images, scores = state  # the last octave finishes: final images and their scores
     return RenderResult(np.asarray(images)[:count], np.asarray(scores)[:count], chunk)
 
