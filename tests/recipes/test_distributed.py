@@ -4,6 +4,7 @@ These run the CLI in subprocesses, because the device count (XLA_FLAGS) and jax.
 fixed per process.
 """
 
+import json
 import os
 import signal
 import socket
@@ -50,11 +51,26 @@ def _same_files(a, b, count=16):
     )
 
 
+def _atlases(folders: dict, devices: int) -> None:
+    """One process runs `jaxvis atlas` per (transforms, folder): one JAX start-up for them all."""
+    runs = [[*ATLAS[2:], "--transforms", transforms, "--out", str(folder)] for transforms, folder in folders.items()]
+    code = "import json, sys; from jaxvis.cli import main; sys.exit(max([main(a) for a in json.loads(sys.argv[1])]))"
+    _run(["-c", code, json.dumps(runs)], devices=devices)
+
+
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    out = tmp_path_factory.mktemp("single")
-    _run([*ATLAS, "--out", str(out)])
-    return out
+def atlases(tmp_path_factory):
+    """{(devices, transforms): folder} for 1 and 4 devices, standard transforms and jitter only."""
+    folders = {(devices, transforms): tmp_path_factory.mktemp(f"{devices}-{transforms}")
+               for devices in (1, 4) for transforms in ("standard", "jitter")}
+    for devices in (1, 4):
+        _atlases({t: folder for (d, t), folder in folders.items() if d == devices}, devices)
+    return folders
+
+
+@pytest.fixture(scope="module")
+def reference(atlases):
+    return atlases[1, "standard"]
 
 
 def _assert_nearly_identical(images, reference_images, what):
@@ -73,17 +89,15 @@ def _assert_nearly_identical(images, reference_images, what):
 
 
 @pytest.mark.slow
-def test_four_devices_match_one_device(reference, tmp_path):
-    _run([*ATLAS, "--out", str(tmp_path)], devices=4)
-    _assert_nearly_identical(_pixels(tmp_path), _pixels(reference), "4 devices vs 1, standard transforms")
+def test_four_devices_match_one_device(atlases):
+    four, one = atlases[4, "standard"], atlases[1, "standard"]
+    _assert_nearly_identical(_pixels(four), _pixels(one), "4 devices vs 1, standard transforms")
 
 
 @pytest.mark.slow
-def test_four_devices_match_one_device_with_jitter_only(tmp_path):
-    jitter_only = [*ATLAS, "--transforms", "jitter"]
-    _run([*jitter_only, "--out", str(tmp_path / "one")])
-    _run([*jitter_only, "--out", str(tmp_path / "four")], devices=4)
-    _assert_nearly_identical(_pixels(tmp_path / "four"), _pixels(tmp_path / "one"), "4 devices vs 1, jitter only")
+def test_four_devices_match_one_device_with_jitter_only(atlases):
+    four, one = atlases[4, "jitter"], atlases[1, "jitter"]
+    _assert_nearly_identical(_pixels(four), _pixels(one), "4 devices vs 1, jitter only")
 
 
 def _free_port():
