@@ -77,9 +77,10 @@ def _assert_nearly_identical(images, reference_images, what):
     """Sharded, each device runs a step on 1 image instead of 4: XLA compiles differently shaped
     programs, whose fusion and vectorization may round a few float32 operations differently
     (1 ulp). Over the Adam steps such a difference can move a pixel across an 8-bit rounding
-    boundary. Measured: 1/255 in 0.4% of the values with jitter only; 3/255 in 1.2% with the
-    standard transforms since the warp is a C++ custom call on CPU (0/255 with the pure-JAX warp:
-    `JAXVIS_NATIVE_WARP=0`), whose boundary changes how XLA fuses the ops around it."""
+    boundary. Measured with JAX's partitionable threefry: 1/255 in 0.4% of the values with jitter
+    only; 3/255 in 1.2% with the standard transforms (the C++ warp's custom-call boundary changes how
+    XLA fuses the ops around it). Since render traces with threefry's original form (`render_rng`):
+    0/255 in both, on the same 2-core machine; the bound stays for other CPUs."""
     difference = np.abs(images - reference_images)
     print(
         f"largest pixel difference, {what}: {difference.max() * 255:.0f}/255 in {(difference > 0).sum()} "
