@@ -20,14 +20,6 @@ from jaxvis.models.keras.load import load_keras
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
 
-def activations(spec, images, layers):
-    """`spec.activations` as one compiled program (eager dispatch compiles each op of the network on its own);
-    two specs with the same module and preprocessing run the same program."""
-    run = fast_compile.jit(lambda variables, images: dataclasses.replace(spec, variables=variables).activations(
-        images, layers))
-    return run(spec.variables, images)
-
-
 def assert_same_model(spec, loaded, layers, size=None):
     assert loaded.name == spec.name and loaded.layer_names == spec.layer_names
     assert loaded.input_shape == spec.input_shape and loaded.preprocess == spec.preprocess
@@ -40,8 +32,8 @@ def assert_same_model(spec, loaded, layers, size=None):
         np.testing.assert_array_equal(np.asarray(got[key]), np.asarray(leaf))
     h, w = size or spec.input_shape[:2]
     images = np.random.default_rng(0).random((2, h, w, spec.channels), np.float32)
-    a = activations(spec, images, layers)
-    b = activations(loaded, images, layers)
+    a = fast_compile.activations(spec, images, layers)
+    b = fast_compile.activations(loaded, images, layers)
     for layer in layers:
         np.testing.assert_array_equal(np.asarray(a[layer]), np.asarray(b[layer]))
 
@@ -66,7 +58,7 @@ def test_version_2_files_still_load(name, size):
     x = np.random.default_rng(0).random((2, size, size, 3)).astype(np.float32)
     layers = [key.split("::")[1] for key in expected.files if key.startswith(name)]
     assert layers
-    acts = activations(spec, x, layers)
+    acts = fast_compile.activations(spec, x, layers)
     for layer in layers:
         np.testing.assert_allclose(np.asarray(acts[layer]), expected[f"{name}::{layer}"], rtol=1e-5, atol=1e-6)
 
@@ -188,7 +180,6 @@ def test_foreign_module_class_and_wrong_shapes_are_refused(tmp_path):
 
 
 def test_unsaveable_module_is_a_clear_error(tmp_path):
-    import dataclasses
 
     spec = load_model("tiny_cnn")
     odd = dataclasses.replace(spec, recipe={"zoo": "tiny_cnn", "options": {"fn": print}})

@@ -8,6 +8,7 @@ tolerances). The code under test is the same HLO either way; jaxvis's own compil
 programs (render, CAM, dream) keep XLA's defaults, as users get them.
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -17,7 +18,8 @@ jit = functools.partial(jax.jit, compiler_options=FAST_COMPILE)
 
 
 def activations(spec, images, layers) -> dict:
-    """What `spec.activations(images, layers)` computes, as one program with the variables an argument
-    (run eagerly, every op of a network compiles on its own)."""
-    run = jit(lambda variables, x: spec.module.apply(variables, spec.preprocess(x), outputs=tuple(layers)))
+    """`spec.activations(images, layers)` as one program with the variables an argument (run eagerly,
+    every op of a network compiles on its own; two specs with the same module and preprocessing run
+    the same program)."""
+    run = jit(lambda variables, x: dataclasses.replace(spec, variables=variables).activations(x, layers))
     return run(spec.variables, jax.numpy.asarray(images))
